@@ -1,0 +1,148 @@
+"""problem+json (RFC 9457): the one error format of the API, its handlers and its OpenAPI declaration."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import CATALOG, DomainError
+from app.observability import BodyTooLarge, request_id_var
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE_BASE = "https://points-ledger.dev/problems/"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An error. ``code`` is stable and machine-readable; other fields may carry context (for example
+    ``available`` with ``insufficient_points``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def problem_body(code: str, detail: str | None = None, **extra: Any) -> dict[str, Any]:
+    status, title = CATALOG[code]
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail or title,
+    }
+    body.update(extra)
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    return body
+
+
+def problem_response(code: str, detail: str | None = None, headers: dict[str, str] | None = None,
+                     **extra: Any) -> JSONResponse:
+    body = problem_body(code, detail, **extra)
+    return JSONResponse(body, status_code=body["status"], media_type="application/problem+json",
+                        headers=headers)
+
+
+def domain_error_body(exc: DomainError) -> dict[str, Any]:
+    return problem_body(exc.code, exc.detail, **exc.extra)
+
+
+_CONNECTION_ERRORS = (
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress") else None
+        return problem_response(exc.code, exc.detail, headers=headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(x) if not isinstance(x, int) else x for x in e.get("loc", ())],
+             "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response("malformed_request", "The body is not valid JSON.", errors=errors)
+        return problem_response("validation_error", _summary(errors), errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                401: "unauthorized", 415: "unsupported_media_type"}.get(exc.status_code)
+        if code is None:
+            code = "validation_error" if exc.status_code < 500 else "internal_error"
+        return problem_response(code, str(exc.detail) if exc.detail else None)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response("payload_too_large")
+
+    @app.exception_handler(asyncpg.LockNotAvailableError)
+    async def _busy(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response("member_busy", headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, _CONNECTION_ERRORS) or _is_connection_failure(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return problem_response("database_unavailable", headers={"Retry-After": "1"})
+        log.exception("unhandled error")
+        return problem_response("internal_error")
+
+
+def _is_connection_failure(exc: Exception) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors[:5]]
+    return "; ".join(parts) or "invalid request"
+
+
+def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status with the problem codes it may carry."""
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for code in (*codes, "validation_error", "unauthorized", "internal_error", "database_unavailable"):
+        status = CATALOG[code][0]
+        if code not in by_status[status]:
+            by_status[status].append(code)
+    return {
+        status: {
+            "model": Problem,
+            "description": "Problem codes: " + ", ".join(f"`{c}`" for c in sorted(cs)),
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status, cs in sorted(by_status.items())
+    }

@@ -1,0 +1,81 @@
+"""Balances, activity, entries, adjustments and reversals."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import Admin, EntryIdPath, MemberIdPath, Pool, Reader
+from app.api.idempotency import IdempotencyKey, run_idempotent
+from app.api.problems import responses
+from app.ledger import service
+from app.ledger.schemas import ActivityPage, AdjustmentCreate, Balance, Entry, EntryWithBalance, ReverseCreate
+
+router = APIRouter(prefix="/v1", tags=["ledger"])
+
+WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_key_reused",
+                "request_in_progress", "member_busy", "payload_too_large", "malformed_request")
+
+
+@router.get(
+    "/members/{member_id}/balance", response_model=Balance,
+    responses=responses("insufficient_scope", "member_not_found"),
+)
+async def get_balance(member_id: MemberIdPath, principal: Reader, pool: Pool) -> Balance:
+    """One indexed lookup of the member's materialised balance."""
+    return await service.get_balance(pool, principal.program_id, member_id)
+
+
+@router.get(
+    "/members/{member_id}/activity", response_model=ActivityPage,
+    responses=responses("insufficient_scope", "member_not_found", "invalid_cursor"),
+)
+async def get_activity(
+    member_id: MemberIdPath, principal: Reader, pool: Pool,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> ActivityPage:
+    """Entries touching the member, newest first, with cursor pagination stable under concurrent writes."""
+    return await service.activity(pool, principal.program_id, member_id, limit, cursor)
+
+
+@router.get("/entries/{entry_id}", response_model=Entry, responses=responses("insufficient_scope", "entry_not_found"))
+async def get_entry(entry_id: EntryIdPath, principal: Reader, pool: Pool) -> Entry:
+    return await service.get_entry(pool, principal.program_id, entry_id)
+
+
+@router.post(
+    "/adjustments", status_code=201, response_model=EntryWithBalance,
+    responses=responses(*WRITE_ERRORS, "member_not_found", "insufficient_points", "external_ref_conflict",
+                        "points_out_of_range"),
+)
+async def create_adjustment(
+    body: AdjustmentCreate, principal: Admin, request: Request, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Credit (positive points, a new lot) or debit (negative, soonest-expiring lots first) a member by
+    hand, with a reason. A debit never takes `available` below zero."""
+
+    async def effect(conn):  # type: ignore[no-untyped-def]
+        return 201, await service.adjust(conn, principal.program_id, body)
+
+    return await run_idempotent(request, principal, idempotency_key, body, effect)
+
+
+@router.post(
+    "/entries/{entry_id}/reverse", status_code=201, response_model=EntryWithBalance,
+    responses=responses(*WRITE_ERRORS, "entry_not_found", "entry_not_reversible", "entry_already_reversed",
+                        "insufficient_points"),
+)
+async def reverse_entry(
+    entry_id: EntryIdPath, body: ReverseCreate, principal: Admin, request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Post the mirror entry of `entry_id`, once. Debited points return to the lots they came from (with
+    their original expiry); credited points are taken back from the lots the entry created first."""
+
+    async def effect(conn):  # type: ignore[no-untyped-def]
+        return 201, await service.reverse(conn, principal.program_id, entry_id, body)
+
+    return await run_idempotent(request, principal, idempotency_key, body, effect)

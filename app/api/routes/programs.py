@@ -1,0 +1,45 @@
+"""The caller's program and its API keys."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.deps import Admin, Pool, Reader
+from app.api.problems import responses
+from app.programs import service
+from app.programs.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, Program
+
+router = APIRouter(prefix="/v1", tags=["program"])
+
+
+@router.get("/program", response_model=Program, responses=responses("insufficient_scope"))
+async def get_program(principal: Reader, pool: Pool) -> Program:
+    """The program the API key belongs to."""
+    async with pool.acquire() as conn:
+        return await service.get_program(conn, principal.program_id)
+
+
+@router.post("/api-keys", status_code=201, response_model=ApiKeyCreated, responses=responses("insufficient_scope"))
+async def create_api_key(body: ApiKeyCreate, principal: Admin, pool: Pool) -> ApiKeyCreated:
+    """Create a key for this program. The secret is in this response only."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await service.create_api_key(conn, principal.program_id, body)
+
+
+@router.get("/api-keys", response_model=ApiKeyList, responses=responses("insufficient_scope"))
+async def list_api_keys(principal: Admin, pool: Pool) -> ApiKeyList:
+    async with pool.acquire() as conn:
+        return ApiKeyList(data=await service.list_api_keys(conn, principal.program_id))
+
+
+@router.delete(
+    "/api-keys/{key_id}", status_code=204, responses=responses("insufficient_scope", "api_key_not_found")
+)
+async def revoke_api_key(key_id: UUID, principal: Admin, pool: Pool, request: Request) -> Response:
+    """Revoke a key; it is refused from the next request on. Revoking twice is harmless."""
+    async with pool.acquire() as conn, conn.transaction():
+        key: ApiKey = await service.revoke_api_key(conn, principal.program_id, key_id)
+    request.app.state.key_cache.evict_key_id(key.id)
+    return Response(status_code=204)

@@ -1,0 +1,208 @@
+"""``points-ledger`` command line: serve, migrate, create-program, verify, openapi, purge-idempotency-keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENAPI_PATH = ROOT / "openapi" / "openapi.json"
+
+
+def _database_url(settings: Settings) -> str:
+    from app.db.bootstrap import resolve_database_url
+
+    started = time.perf_counter()
+    url = resolve_database_url(settings)
+    if not settings.database_url:
+        print(f"embedded postgres ready in {time.perf_counter() - started:.2f}s ({settings.data_dir})",
+              file=sys.stderr)
+    return url
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.db.migrate import upgrade
+    from app.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    url = _database_url(settings)
+    if settings.migrate_on_start and not args.no_migrate:
+        upgrade(url)
+    # Workers inherit the resolved URL, so only this process owns the embedded server.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=args.host or settings.host, port=args.port or settings.port,
+        workers=args.workers or settings.workers, log_config=None, access_log=False,
+        timeout_graceful_shutdown=20, proxy_headers=False,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.db.migrate import upgrade
+
+    upgrade(_database_url(settings), args.revision)
+    print(f"migrated to {args.revision}")
+    return 0
+
+
+def cmd_create_program(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from app.programs.schemas import ProgramCreate
+
+    try:
+        data = ProgramCreate(name=args.name, currency=args.currency, timezone=args.timezone)
+    except ValidationError as exc:
+        print(f"invalid program: {exc}", file=sys.stderr)
+        return 2
+    url = _database_url(settings)
+
+    async def run() -> dict[str, Any]:
+        from app.db.pool import create_pool
+        from app.programs.service import create_program
+
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                program, key = await create_program(conn, data)
+        finally:
+            await pool.close()
+        return {"program": program.model_dump(mode="json"), "api_key": key.model_dump(mode="json")}
+
+    out = asyncio.run(run())
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"program id:    {out['program']['id']}")
+        print(f"admin API key: {out['api_key']['key']}")
+        print("(the key is shown once; store it now)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from uuid import UUID
+
+    url = _database_url(settings)
+
+    async def run() -> Any:
+        from app.db.pool import create_pool
+        from app.ledger.verify import verify
+
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await verify(conn, UUID(args.program) if args.program else None)
+        finally:
+            await pool.close()
+
+    started = time.perf_counter()
+    report = asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        counts = ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        print(f"verify: checked {counts} in {elapsed:.2f}s")
+        for d in report.discrepancies:
+            print(f"  DISCREPANCY {d.check}: {json.dumps(d.detail, default=str)}")
+        print("verify: OK" if report.ok else f"verify: {len(report.discrepancies)} discrepancies")
+    return 0 if report.ok else 1
+
+
+def openapi_document() -> str:
+    from app.main import create_app
+
+    return json.dumps(create_app(Settings(database_url="postgresql://unused")).openapi(), indent=2,
+                      sort_keys=True) + "\n"
+
+
+def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
+    doc = openapi_document()
+    path = Path(args.output)
+    if args.check:
+        if not path.exists() or path.read_text() != doc:
+            print(f"{path} is out of date: run `points-ledger openapi`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_purge_idempotency_keys(args: argparse.Namespace, settings: Settings) -> int:
+    url = _database_url(settings)
+    days = args.days if args.days is not None else settings.idempotency_retention_days
+
+    async def run() -> int:
+        from app.api.idempotency import purge_expired
+        from app.db.pool import create_pool
+
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            return await purge_expired(pool, days)
+        finally:
+            await pool.close()
+
+    print(f"purged {asyncio.run(run())} idempotency keys older than {days} days")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="points-ledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the HTTP service (migrates first unless --no-migrate)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--no-migrate", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("create-program", help="create a program and print its first admin API key")
+    p.add_argument("--name", required=True)
+    p.add_argument("--currency", required=True, help="ISO 4217, e.g. EUR")
+    p.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_create_program)
+
+    p = sub.add_parser("verify", help="recompute balances and lots from postings; exit 1 on discrepancy")
+    p.add_argument("--program", help="limit to one program id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("openapi", help="write the OpenAPI document to openapi/openapi.json")
+    p.add_argument("--output", default=str(OPENAPI_PATH))
+    p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the app")
+    p.set_defaults(func=cmd_openapi)
+
+    p = sub.add_parser("purge-idempotency-keys", help="delete idempotency keys past retention")
+    p.add_argument("--days", type=int)
+    p.set_defaults(func=cmd_purge_idempotency_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args, get_settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

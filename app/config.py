@@ -1,0 +1,48 @@
+"""Service configuration: one pydantic-settings object, read from the environment (prefix ``PL_``).
+
+``DATABASE_URL`` is read without the prefix because every Postgres tool and platform already speaks it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PL_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "PL_DATABASE_URL"),
+        description="Postgres URL. Unset: an embedded Postgres is started in `data_dir`.",
+    )
+    data_dir: Path = Field(default=Path(".data/pg"), description="Embedded Postgres data directory.")
+    database_name: str = Field(default="points_ledger", description="Database created on the embedded server.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    statement_timeout_ms: int = 5000
+    idempotency_wait_ms: int = Field(
+        default=3000,
+        description="How long a duplicate request waits for the in-flight original before 409 request_in_progress.",
+    )
+    idempotency_retention_days: int = 7
+    max_body_bytes: int = 1_048_576
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
+    api_key_cache_seconds: float = Field(
+        default=0.0,
+        description="Seconds an authenticated key is cached in process (0 = look up on every request).",
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

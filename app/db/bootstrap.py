@@ -1,0 +1,52 @@
+"""Find or start the database and make sure the application's database exists.
+
+``DATABASE_URL`` set: used as is. Unset: the embedded server is started (see ``embedded.py``) and a
+database named ``settings.database_name`` is created on it if missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from app.config import Settings
+from app.db.urls import asyncpg_dsn, with_database
+
+_embedded_handle: Any = None  # keeps the embedded server's handle alive for the process lifetime
+
+
+async def ensure_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await conn.close()
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """Return the URL of the application database, starting the embedded server when needed."""
+    global _embedded_handle
+    if settings.database_url:
+        return settings.database_url
+    from app.db.embedded import start_embedded
+
+    _embedded_handle, admin_uri = start_embedded(settings.data_dir)
+    asyncio.run(ensure_database(admin_uri, settings.database_name))
+    return with_database(admin_uri, settings.database_name)
+
+
+async def resolve_database_url_async(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return await asyncio.to_thread(_resolve_in_thread, settings)
+
+
+def _resolve_in_thread(settings: Settings) -> str:
+    return resolve_database_url(settings)

@@ -1,0 +1,44 @@
+"""The asyncpg pool used by every request. JSON/JSONB are decoded to Python objects once, here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from app.db.urls import asyncpg_dsn
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+async def create_pool(
+    database_url: str, *, min_size: int = 2, max_size: int = 10, statement_timeout_ms: int = 5000,
+    lock_timeout_ms: int = 3000,
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(database_url),
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=max(statement_timeout_ms / 1000 * 2, 5),
+        server_settings={
+            "statement_timeout": str(statement_timeout_ms),
+            # Bounds every lock wait: a duplicate request waiting for its in-flight original, and a
+            # request queued behind a busy member. Past it: 409 request_in_progress / member_busy.
+            "lock_timeout": str(lock_timeout_ms),
+            "application_name": "points-ledger",
+            "timezone": "UTC",
+        },
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,201 @@
+"""The schema, described once. Alembic migrations are written against this metadata and a test proves
+that upgrading an empty database yields exactly it (no drift).
+
+Design notes
+------------
+* ``entries``/``postings``/``lot_allocations`` are append-only: triggers in the migration refuse UPDATE,
+  DELETE and TRUNCATE. Every entry's postings sum to zero (deferred constraint trigger).
+* A posting names an account by ``account`` code. Member accounts (``available``, ``pending``,
+  ``held``) carry the member. System accounts (``issued``, ``redeemed``, ``expired``,
+  ``adjustments``) carry the member the movement was *for* as an attribution, so per-member lifetime
+  figures and program totals are both plain aggregations, and no system row is ever updated.
+* ``member_balances`` is the only materialised state of the ledger besides ``lots.remaining``; both
+  are recomputed from postings/allocations by ``verify``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING)
+
+MEMBER_ACCOUNTS = ("available", "pending", "held")
+SYSTEM_ACCOUNTS = ("issued", "redeemed", "expired", "adjustments")
+ACCOUNTS = MEMBER_ACCOUNTS + SYSTEM_ACCOUNTS
+ENTRY_KINDS = (
+    "earn", "redeem", "hold", "capture", "void", "release", "expire", "adjust", "reverse", "clawback",
+    "refund",
+)
+SCOPES = ("earn", "redeem", "read", "admin")
+MEMBER_STATUSES = ("active", "suspended", "closed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _now() -> sa.TextClause:
+    return sa.text("now()")
+
+
+programs = sa.Table(
+    "programs",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False, comment="ISO 4217 code of the program's money"),
+    sa.Column("timezone", sa.Text, nullable=False, comment="IANA zone used for calendar rules"),
+    sa.Column("settings", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_iso"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("prefix", sa.Text, nullable=False, comment="public part of the key, used to find the row"),
+    sa.Column("key_hash", sa.LargeBinary, nullable=False, comment="SHA-256 of the whole key; never the key"),
+    sa.Column("scopes", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("prefix"),
+    sa.Index(None, "program_id"),
+)
+
+members = sa.Table(
+    "members",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("external_id", sa.Text, nullable=False, comment="the program's own customer id (member_id)"),
+    sa.Column("name", sa.Text),
+    sa.Column("email", sa.Text),
+    sa.Column("phone", sa.Text),
+    sa.Column("birthday", sa.Date),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("attributes", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "external_id"),
+    sa.CheckConstraint(_in("status", MEMBER_STATUSES), name="status"),
+)
+
+member_balances = sa.Table(
+    "member_balances",
+    metadata,
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("available", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("held", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column(
+        "lifetime_earned", sa.BigInteger, nullable=False, server_default="0",
+        comment="net points granted (issued + adjustments), i.e. minus their postings",
+    ),
+    sa.Column(
+        "lifetime_redeemed", sa.BigInteger, nullable=False, server_default="0",
+        comment="net points spent (sum of the member's postings to redeemed)",
+    ),
+    sa.Index(None, "program_id"),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="time-ordered id"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), comment="member the entry is about"),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, comment="business time (client)"),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("external_ref", sa.Text, comment="client's own reference, unique per program and kind"),
+    sa.Column("description", sa.Text),
+    sa.Column("metadata", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("reverses_entry_id", sa.BigInteger, sa.ForeignKey("entries.id")),
+    sa.CheckConstraint(_in("kind", ENTRY_KINDS), name="kind"),
+    sa.UniqueConstraint("reverses_entry_id"),
+    sa.Index(None, "member_id", "id"),
+    sa.Index(
+        "uq_entries_program_id_kind_external_ref", "program_id", "kind", "external_ref", unique=True,
+        postgresql_where=sa.text("external_ref IS NOT NULL"),
+    ),
+)
+
+postings = sa.Table(
+    "postings",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id")),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False, comment="signed; credit to the account is positive"),
+    sa.CheckConstraint(_in("account", ACCOUNTS), name="account"),
+    sa.CheckConstraint("points <> 0", name="points_nonzero"),
+    sa.Index(None, "entry_id"),
+    sa.Index(None, "member_id", "account"),
+    sa.Index(None, "program_id", "account"),
+)
+
+lots = sa.Table(
+    "lots",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False, comment="the credit"),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column(
+        "remaining", sa.BigInteger, nullable=False,
+        comment="materialised: points minus the sum of this lot's allocations",
+    ),
+    sa.Column("available_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("points > 0", name="points_positive"),
+    sa.CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_range"),
+    sa.Index(None, "entry_id"),
+    # Only lots with points left are in this index, so consuming lots costs the same however long a
+    # member's history is.
+    sa.Index(
+        "ix_lots_open_by_expiry", "member_id", "expires_at", "id",
+        postgresql_where=sa.text("remaining > 0"),
+    ),
+)
+
+lot_allocations = sa.Table(
+    "lot_allocations",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False),
+    sa.Column("lot_id", sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False, comment="positive consumes the lot, negative restores"),
+    sa.CheckConstraint("points <> 0", name="points_nonzero"),
+    sa.Index(None, "lot_id"),
+    sa.Index(None, "entry_id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("request_hash", sa.LargeBinary, nullable=False, comment="SHA-256 of method, path, canonical body"),
+    # Claimed (NULL) and completed in the same transaction as the effect, so a committed row always
+    # has both; NULL is only ever seen by the transaction that is processing the request.
+    sa.Column("status_code", sa.Integer),
+    sa.Column("response_body", pg.JSONB),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Index(None, "created_at"),
+)

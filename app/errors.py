@@ -1,0 +1,49 @@
+"""Domain errors with stable, machine-readable codes. No HTTP here beyond the status each code maps to.
+
+Every code a client can see is listed in ``CATALOG``; the API layer renders them as RFC 9457
+problem+json and declares them in each route's OpenAPI ``responses``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# code -> (HTTP status, title)
+CATALOG: dict[str, tuple[int, str]] = {
+    "validation_error": (422, "The request is not valid"),
+    "invalid_cursor": (422, "The pagination cursor is not valid"),
+    "points_out_of_range": (422, "Points out of range"),
+    "insufficient_points": (422, "Not enough points"),
+    "entry_not_reversible": (422, "This entry cannot be reversed"),
+    "idempotency_key_reused": (422, "Idempotency-Key already used for a different request"),
+    "idempotency_key_missing": (400, "Idempotency-Key header required"),
+    "malformed_request": (400, "The request body could not be parsed"),
+    "unauthorized": (401, "Missing, invalid or revoked API key"),
+    "insufficient_scope": (403, "The API key lacks the scope this operation needs"),
+    "not_found": (404, "Not found"),
+    "member_not_found": (404, "Member not found"),
+    "entry_not_found": (404, "Entry not found"),
+    "api_key_not_found": (404, "API key not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "request_in_progress": (409, "A request with this Idempotency-Key is still being processed"),
+    "entry_already_reversed": (409, "The entry has already been reversed"),
+    "external_ref_conflict": (409, "external_ref already used by another entry of this kind"),
+    "member_busy": (409, "The member is busy with other requests; retry"),
+    "payload_too_large": (413, "Request body too large"),
+    "unsupported_media_type": (415, "Request body must be application/json"),
+    "internal_error": (500, "Internal error"),
+    "database_unavailable": (503, "The database is unavailable; retry"),
+}
+
+
+class DomainError(Exception):
+    """An expected failure with a stable ``code``; ``extra`` fields are added to the problem body."""
+
+    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
+        if code not in CATALOG:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.status, self.title = CATALOG[code]
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(f"{code}: {self.detail}")

@@ -1,0 +1,99 @@
+"""Request and response models of the ledger core."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# One operation moves at most a trillion points: far beyond any programme, far below int64 overflow
+# of a balance.
+MAX_POINTS = 1_000_000_000_000
+
+MemberRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$"),
+]
+Points = Annotated[int, Field(ge=1, le=MAX_POINTS, description="Whole points, at most 10^12")]
+SignedPoints = Annotated[
+    int, Field(ge=-MAX_POINTS, le=MAX_POINTS, description="Whole points, non-zero, |points| <= 10^12")
+]
+ExternalRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Metadata = Annotated[dict[str, Any], Field(description="Free-form JSON object, stored with the entry")]
+Account = Literal["available", "pending", "held", "issued", "redeemed", "expired", "adjustments"]
+
+
+class Balance(BaseModel):
+    member_id: str
+    available: int = Field(description="Spendable now")
+    pending: int = Field(description="Earned, not yet spendable (return window)")
+    held: int = Field(description="Reserved by open checkout holds")
+    lifetime_earned: int = Field(description="Net points granted by earning and adjustments")
+    lifetime_redeemed: int = Field(description="Net points spent")
+
+
+class Posting(BaseModel):
+    account: Account
+    points: int = Field(description="Signed: positive credits the account")
+
+
+class Entry(BaseModel):
+    id: int = Field(description="Time-ordered entry id")
+    kind: str
+    member_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    external_ref: str | None
+    description: str | None
+    metadata: dict[str, Any]
+    reverses_entry_id: int | None
+    reversed_by_entry_id: int | None
+    postings: list[Posting]
+
+
+class EntryWithBalance(BaseModel):
+    entry: Entry
+    balance: Balance
+
+
+class AdjustmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    member_id: MemberRef
+    points: SignedPoints
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    occurred_at: AwareDatetime | None = Field(default=None, description="Business time; default now")
+    external_ref: ExternalRef | None = Field(default=None, description="Unique per program among adjustments")
+    expires_at: AwareDatetime | None = Field(default=None, description="Expiry of credited points")
+    metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("points")
+    @classmethod
+    def _nonzero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("points must not be zero")
+        return value
+
+
+class ReverseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ActivityPage(BaseModel):
+    data: list[Entry]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
+
+
+class Discrepancy(BaseModel):
+    check: str
+    detail: dict[str, Any]
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    checked: dict[str, int]
+    discrepancies: list[Discrepancy]

@@ -1,0 +1,105 @@
+"""``verify``: recompute every materialised figure from the append-only facts and compare.
+
+Checks (each set-based, one statement):
+* every entry has at least two postings summing to zero, and postings belong to their entry's program;
+* every program's postings sum to zero;
+* every member balance row equals the sums of the member's postings by account;
+* every lot's ``remaining`` equals its points minus its allocations;
+* every member's open lots cover exactly its available + pending + held points.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from app.ledger.schemas import Discrepancy, VerifyReport
+
+MAX_REPORTED = 100
+
+# $1: program id or NULL for all programs.
+CHECKS: dict[str, str] = {
+    "entry_unbalanced": """
+        SELECT e.id AS entry_id, count(p.id) AS postings, coalesce(sum(p.points), 0) AS sum
+        FROM entries e LEFT JOIN postings p ON p.entry_id = e.id
+        WHERE ($1::uuid IS NULL OR e.program_id = $1)
+        GROUP BY e.id HAVING count(p.id) < 2 OR coalesce(sum(p.points), 0) <> 0
+    """,
+    "posting_program_mismatch": """
+        SELECT p.id AS posting_id, p.entry_id FROM postings p JOIN entries e ON e.id = p.entry_id
+        WHERE ($1::uuid IS NULL OR e.program_id = $1) AND p.program_id <> e.program_id
+    """,
+    "program_unbalanced": """
+        SELECT program_id, sum(points) AS sum FROM postings
+        WHERE ($1::uuid IS NULL OR program_id = $1) GROUP BY program_id HAVING sum(points) <> 0
+    """,
+    "balance_mismatch": """
+        WITH agg AS (
+            SELECT member_id,
+                   coalesce(sum(points) FILTER (WHERE account = 'available'), 0) AS available,
+                   coalesce(sum(points) FILTER (WHERE account = 'pending'), 0) AS pending,
+                   coalesce(sum(points) FILTER (WHERE account = 'held'), 0) AS held,
+                   -coalesce(sum(points) FILTER (WHERE account IN ('issued', 'adjustments')), 0)
+                       AS lifetime_earned,
+                   coalesce(sum(points) FILTER (WHERE account = 'redeemed'), 0) AS lifetime_redeemed
+            FROM postings WHERE member_id IS NOT NULL AND ($1::uuid IS NULL OR program_id = $1)
+            GROUP BY member_id
+        )
+        SELECT m.external_id AS member_id, m.program_id,
+               b.available, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed,
+               coalesce(a.available, 0) AS expected_available, coalesce(a.pending, 0) AS expected_pending,
+               coalesce(a.held, 0) AS expected_held,
+               coalesce(a.lifetime_earned, 0) AS expected_lifetime_earned,
+               coalesce(a.lifetime_redeemed, 0) AS expected_lifetime_redeemed
+        FROM members m
+        LEFT JOIN member_balances b ON b.member_id = m.id
+        LEFT JOIN agg a ON a.member_id = m.id
+        WHERE ($1::uuid IS NULL OR m.program_id = $1)
+          AND (b.member_id IS NULL
+               OR (b.available, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed)
+                  IS DISTINCT FROM (coalesce(a.available, 0), coalesce(a.pending, 0), coalesce(a.held, 0),
+                                    coalesce(a.lifetime_earned, 0), coalesce(a.lifetime_redeemed, 0)))
+    """,
+    "lot_remaining_mismatch": """
+        SELECT l.id AS lot_id, l.points, l.remaining, l.points - coalesce(a.used, 0) AS expected_remaining
+        FROM lots l
+        LEFT JOIN (SELECT lot_id, sum(points) AS used FROM lot_allocations GROUP BY lot_id) a
+               ON a.lot_id = l.id
+        WHERE ($1::uuid IS NULL OR l.program_id = $1) AND l.remaining <> l.points - coalesce(a.used, 0)
+    """,
+    "lots_do_not_cover_balance": """
+        SELECT m.external_id AS member_id, b.available + b.pending + b.held AS balance,
+               coalesce(l.open, 0) AS open_lot_points
+        FROM member_balances b
+        JOIN members m ON m.id = b.member_id
+        LEFT JOIN (SELECT member_id, sum(remaining) AS open FROM lots WHERE remaining > 0 GROUP BY member_id) l
+               ON l.member_id = b.member_id
+        WHERE ($1::uuid IS NULL OR b.program_id = $1)
+          AND b.available >= 0 AND b.available + b.pending + b.held <> coalesce(l.open, 0)
+    """,
+}
+
+COUNTS = """
+SELECT (SELECT count(*) FROM entries WHERE $1::uuid IS NULL OR program_id = $1) AS entries,
+       (SELECT count(*) FROM postings WHERE $1::uuid IS NULL OR program_id = $1) AS postings,
+       (SELECT count(*) FROM members WHERE $1::uuid IS NULL OR program_id = $1) AS members,
+       (SELECT count(*) FROM lots WHERE $1::uuid IS NULL OR program_id = $1) AS lots
+"""
+
+
+async def verify(conn: asyncpg.Connection, program_id: UUID | None = None) -> VerifyReport:
+    """Run every check inside one REPEATABLE READ snapshot so concurrent writes cannot cause false alarms."""
+    discrepancies: list[Discrepancy] = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        counts = dict(await conn.fetchrow(COUNTS, program_id))
+        for name, sql in CHECKS.items():
+            for row in await conn.fetch(sql + f" LIMIT {MAX_REPORTED}", program_id):
+                discrepancies.append(Discrepancy(check=name, detail=_plain(dict(row))))
+    return VerifyReport(ok=not discrepancies, checked=counts, discrepancies=discrepancies[:MAX_REPORTED])
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, UUID) else v) for k, v in row.items()}

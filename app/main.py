@@ -1,0 +1,85 @@
+"""The FastAPI application: routers, middleware, error handlers, and the lifespan that owns the pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.auth import KeyCache
+from app.api.problems import Problem, install_handlers
+from app.api.routes import admin, ledger, members, programs
+from app.config import Settings, get_settings
+from app.db.bootstrap import resolve_database_url_async
+from app.db.migrate import head_revision
+from app.db.pool import create_pool
+from app.observability import RequestContextMiddleware
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Loyalty points on an append-only, double-entry ledger in Postgres.
+
+* Authenticate with `Authorization: Bearer <api key>`; a key belongs to one program and has scopes
+  (`earn`, `redeem`, `read`, `admin`; `admin` implies all).
+* Every write that changes the ledger needs an `Idempotency-Key` header; a retry with the same key and
+  body replays the first answer (`Idempotent-Replayed: true`).
+* Errors are `application/problem+json` with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url or await resolve_database_url_async(settings)
+        app.state.pool = await create_pool(
+            url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+            statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.idempotency_wait_ms,
+        )
+        app.state.head_revision = head_revision()
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="points-ledger", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+        openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    install_handlers(app)
+    for module in (programs, members, ledger, admin):
+        app.include_router(module.router)
+    # CORS is closed by default: no origins allowed unless configured.
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Make sure ``#/components/schemas/Problem`` exists for the problem+json content entries."""
+    original = app.openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for name, sub in Problem.model_json_schema(ref_template="#/components/schemas/{model}").get(
+            "$defs", {}
+        ).items():
+            components.setdefault(name, sub)
+        components["Problem"].pop("$defs", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

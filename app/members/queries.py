@@ -1,0 +1,35 @@
+"""All SQL for members."""
+
+from __future__ import annotations
+
+_COLUMNS = "external_id AS member_id, name, email, phone, birthday, status, attributes, created_at, updated_at"
+
+UPSERTABLE = ("name", "email", "phone", "birthday", "status", "attributes")
+_DEFAULTS = {"status": "'active'", "attributes": "'{}'::jsonb"}
+
+
+def upsert(fields: tuple[str, ...]) -> str:
+    """Insert or update a member, setting exactly ``fields`` (a subset of UPSERTABLE, so no user input
+    reaches the SQL text), and create the balance row of a new member in the same statement."""
+    assert set(fields) <= set(UPSERTABLE)
+    cols = ", ".join(("program_id", "external_id", *fields))
+    values = ", ".join(
+        ["$1", "$2"]
+        + [f"coalesce(${i + 3}, {_DEFAULTS[f]})" if f in _DEFAULTS else f"${i + 3}" for i, f in enumerate(fields)]
+    )
+    updates = ", ".join([f"{f} = EXCLUDED.{f}" for f in fields] + ["updated_at = now()"])
+    return f"""
+WITH m AS (
+    INSERT INTO members ({cols}) VALUES ({values})
+    ON CONFLICT (program_id, external_id) DO UPDATE SET {updates}
+    RETURNING id, program_id, {_COLUMNS}, (xmax = 0) AS created
+), b AS (
+    INSERT INTO member_balances (member_id, program_id)
+    SELECT id, program_id FROM m WHERE created
+    ON CONFLICT DO NOTHING
+)
+SELECT * FROM m
+"""
+
+
+GET = f"SELECT {_COLUMNS} FROM members WHERE program_id = $1 AND external_id = $2"

@@ -1,0 +1,27 @@
+"""Member use cases."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from app.errors import DomainError
+from app.members import queries as q
+from app.members.schemas import Member, MemberUpsert
+
+
+async def upsert(conn: asyncpg.Connection, program_id: UUID, member_ref: str, data: MemberUpsert) -> tuple[Member, bool]:
+    """Create or update; returns the member and whether it was created."""
+    fields = tuple(f for f in q.UPSERTABLE if f in data.model_fields_set)
+    values = [getattr(data, f) for f in fields]
+    row = await conn.fetchrow(q.upsert(fields), program_id, member_ref, *values)
+    member = Member(**{k: v for k, v in dict(row).items() if k in Member.model_fields})
+    return member, bool(row["created"])
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID, member_ref: str) -> Member:
+    row = await conn.fetchrow(q.GET, program_id, member_ref)
+    if row is None:
+        raise DomainError("member_not_found")
+    return Member(**dict(row))

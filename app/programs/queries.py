@@ -1,0 +1,32 @@
+"""All SQL for programs and API keys."""
+
+INSERT_PROGRAM = """
+INSERT INTO programs (name, currency, timezone, settings) VALUES ($1, $2, $3, $4)
+RETURNING id, name, currency, timezone, settings, created_at
+"""
+
+GET_PROGRAM = "SELECT id, name, currency, timezone, settings, created_at FROM programs WHERE id = $1"
+
+INSERT_API_KEY = """
+INSERT INTO api_keys (program_id, name, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+RETURNING id, name, prefix, scopes, created_at, revoked_at
+"""
+
+LIST_API_KEYS = """
+SELECT id, name, prefix, scopes, created_at, revoked_at FROM api_keys
+WHERE program_id = $1 ORDER BY created_at, id
+"""
+
+REVOKE_API_KEY = """
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+WHERE program_id = $1 AND id = $2
+RETURNING id, name, prefix, scopes, created_at, revoked_at
+"""
+
+# Authentication: the key's row and its program in one round trip.
+AUTHENTICATE = """
+SELECT k.id AS key_id, k.key_hash, k.scopes, k.revoked_at,
+       p.id AS program_id, p.currency, p.timezone, p.settings
+FROM api_keys k JOIN programs p ON p.id = k.program_id
+WHERE k.prefix = $1
+"""
