@@ -28,9 +28,10 @@ class Settings(BaseSettings):
     pool_min_size: int = 2
     pool_max_size: int = 10
     statement_timeout_ms: int = 5000
-    idempotency_wait_ms: int = Field(
+    lock_timeout_ms: int = Field(
         default=3000,
-        description="How long a duplicate request waits for the in-flight original before 409 request_in_progress.",
+        description="Longest wait for a lock: a duplicate request for its in-flight original (then 409 "
+        "request_in_progress), a write for a member busy with other writes (then 409 member_busy).",
     )
     idempotency_retention_days: int = 7
     max_body_bytes: int = 1_048_576

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         url = database_url or await resolve_database_url_async(settings)
         app.state.pool = await create_pool(
             url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-            statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.idempotency_wait_ms,
+            statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
         )
         app.state.head_revision = head_revision()
         try:

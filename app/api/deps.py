@@ -21,7 +21,8 @@ Earner = Annotated[Principal, Depends(require("earn"))]
 
 
 def pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
 
 
 Pool = Annotated[asyncpg.Pool, Depends(pool)]

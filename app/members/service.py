@@ -11,7 +11,9 @@ from app.members import queries as q
 from app.members.schemas import Member, MemberUpsert
 
 
-async def upsert(conn: asyncpg.Connection, program_id: UUID, member_ref: str, data: MemberUpsert) -> tuple[Member, bool]:
+async def upsert(
+    conn: asyncpg.Connection, program_id: UUID, member_ref: str, data: MemberUpsert
+) -> tuple[Member, bool]:
     """Create or update; returns the member and whether it was created."""
     fields = tuple(f for f in q.UPSERTABLE if f in data.model_fields_set)
     values = [getattr(data, f) for f in fields]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 from migrations.sqlfile import run_sql_file
-from sqlalchemy.dialects import postgresql
 
 SQL = Path(__file__).resolve().parents[1] / "sql" / "20261123_0001_ledger_core.sql"
 

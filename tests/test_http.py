@@ -1,0 +1,61 @@
+"""HTTP behaviour shared by every route: problem+json, request ids, limits, health and metrics."""
+
+from __future__ import annotations
+
+import json
+
+
+async def test_unknown_route_and_method_are_problems(client):
+    r = await client.get("/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "not_found"
+    r = await client.patch("/healthz")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+
+
+async def test_request_id_is_echoed_or_generated(client):
+    r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await client.get("/healthz")
+    assert len(r.headers["x-request-id"]) == 32
+    r = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert r.headers["x-request-id"] != "bad id with spaces"
+
+
+async def test_problem_bodies_carry_the_request_id_and_no_internals(tenant):
+    r = await tenant.client.get("/v1/members/nobody/balance", headers={**tenant.headers(), "X-Request-ID": "rid-1"})
+    body = r.json()
+    assert body["request_id"] == "rid-1"
+    assert set(body) >= {"type", "title", "status", "code", "detail"}
+    assert "Traceback" not in r.text and "SELECT" not in r.text
+
+
+async def test_oversized_body_is_413_and_writes_nothing(tenant, db):
+    await tenant.member("big")
+    big = {"member_id": "big", "points": 1, "reason": "x", "metadata": {"blob": "x" * 2_000_000}}
+    r = await tenant.client.post("/v1/adjustments", content=json.dumps(big),
+                                 headers={**tenant.headers(idem="big"), "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    assert (await tenant.balance("big"))["available"] == 0
+
+
+async def test_deeply_nested_body_is_a_client_error(tenant):
+    await tenant.member("deep")
+    nested = "[" * 5000 + "]" * 5000
+    body = '{"member_id": "deep", "points": 1, "reason": "x", "metadata": {"n": ' + nested + "}}"
+    r = await tenant.client.post("/v1/adjustments", content=body,
+                                 headers={**tenant.headers(idem="deep"), "content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+    assert (await tenant.balance("deep"))["available"] == 0
+
+
+async def test_health_readiness_and_metrics(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    await client.get("/v1/members/x/balance")
+    metrics = (await client.get("/metrics")).text
+    line = 'points_ledger_http_requests_total{method="GET",route="/v1/members/{member_id}/balance",status="401"}'
+    assert line in metrics
+    assert "points_ledger_db_pool_size" in metrics
