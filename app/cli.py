@@ -1,4 +1,5 @@
-"""``points-ledger`` command line: serve, migrate, create-program, verify, openapi, purge-idempotency-keys."""
+"""points-ledger command line: serve, migrate, create-program, verify, openapi, release-holds,
+purge-idempotency-keys."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.observability import configure_logging
 
     configure_logging(settings.log_level)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
+    # process before exit hooks run, and the embedded Postgres (stopped by such a hook) would be left
+    # running. Turn it into a normal exit instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     url = _database_url(settings)
     if settings.migrate_on_start and not args.no_migrate:
         upgrade(url)
@@ -94,6 +100,11 @@ def cmd_create_program(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from uuid import UUID
 
+    try:
+        program = UUID(args.program) if args.program else None
+    except ValueError:
+        print(f"--program must be a program id (a UUID), not {args.program!r}", file=sys.stderr)
+        return 2
     url = _database_url(settings)
 
     async def run() -> Any:
@@ -103,12 +114,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         pool = await create_pool(url, min_size=1, max_size=1)
         try:
             async with pool.acquire() as conn:
-                return await verify(conn, UUID(args.program) if args.program else None)
+                if program and not await conn.fetchval("SELECT 1 FROM programs WHERE id = $1", program):
+                    return None
+                return await verify(conn, program)
         finally:
             await pool.close()
 
     started = time.perf_counter()
     report = asyncio.run(run())
+    if report is None:
+        print(f"no program {program}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - started
     if args.json:
         print(report.model_dump_json(indent=2))
@@ -140,6 +156,23 @@ def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_release_holds(args: argparse.Namespace, settings: Settings) -> int:
+    url = _database_url(settings)
+
+    async def run() -> int:
+        from app.db.pool import create_pool
+        from app.redemption.service import release_expired_holds
+
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            return await release_expired_holds(pool)
+        finally:
+            await pool.close()
+
+    print(f"released {asyncio.run(run())} expired holds")
     return 0
 
 
@@ -192,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=str(OPENAPI_PATH))
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the app")
     p.set_defaults(func=cmd_openapi)
+
+    p = sub.add_parser("release-holds", help="release every open hold past its expiry (points back to available)")
+    p.set_defaults(func=cmd_release_holds)
 
     p = sub.add_parser("purge-idempotency-keys", help="delete idempotency keys past retention")
     p.add_argument("--days", type=int)

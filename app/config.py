@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     migrate_on_start: bool = True
     log_level: str = "INFO"
+    scheduler_enabled: bool = Field(
+        default=True, description="Run periodic jobs (release expired holds, purge keys) in this process; "
+        "one process of the fleet leads, by a Postgres advisory lock.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
     api_key_cache_seconds: float = Field(
         default=0.0,

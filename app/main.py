@@ -11,11 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.auth import KeyCache
 from app.api.problems import Problem, install_handlers
-from app.api.routes import admin, ledger, members, programs
+from app.api.routes import admin, ledger, members, programs, redemption
 from app.config import Settings, get_settings
 from app.db.bootstrap import resolve_database_url_async
 from app.db.migrate import head_revision
 from app.db.pool import create_pool
+from app.jobs.scheduler import Scheduler, default_jobs
 from app.observability import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,16 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
         )
         app.state.head_revision = head_revision()
+        scheduler = None
+        if settings.scheduler_enabled:
+            scheduler = Scheduler(url, app.state.pool, default_jobs(settings.idempotency_retention_days))
+            scheduler.start()
+        app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -54,7 +62,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     install_handlers(app)
-    for module in (programs, members, ledger, admin):
+    for module in (programs, members, ledger, redemption, admin):
         app.include_router(module.router)
     # CORS is closed by default: no origins allowed unless configured.
     if settings.cors_origins:

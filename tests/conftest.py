@@ -91,6 +91,7 @@ def database_url(fresh_database: Any) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, pool_min_size=2, pool_max_size=20, lock_timeout_ms=1500,
+                    scheduler_enabled=False,
                     statement_timeout_ms=10_000)
 
 

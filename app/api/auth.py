@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from fastapi import Depends, Request
@@ -17,22 +15,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import DomainError
 from app.programs import queries as q
+from app.programs.context import Principal
+
+__all__ = ["KeyCache", "Principal", "authenticate", "bearer", "require"]
 from app.programs.keys import matches, parse_prefix
+from app.programs.schemas import ProgramSettings
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer plk_...`")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key_id: UUID
-    program_id: UUID
-    scopes: frozenset[str]
-    currency: str
-    timezone: str
-    settings: dict[str, Any]
-
-    def allows(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
 
 
 class KeyCache:
@@ -79,7 +68,8 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
         raise DomainError("unauthorized", "Invalid or revoked API key.")
     principal = Principal(
         key_id=row["key_id"], program_id=row["program_id"], scopes=frozenset(row["scopes"]),
-        currency=row["currency"], timezone=row["timezone"], settings=row["settings"],
+        currency=row["currency"], timezone=row["timezone"],
+        settings=ProgramSettings.model_validate(row["settings"]),
     )
     cache.put(key, principal)
     return principal

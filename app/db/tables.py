@@ -199,3 +199,63 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Index(None, "created_at"),
 )
+
+HOLD_STATUSES = ("open", "captured", "voided", "expired")
+
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False, comment="points reserved (moved available -> held)"),
+    sa.Column("captured_points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("status", sa.Text, nullable=False, server_default="open"),
+    sa.Column("reference", sa.Text, comment="the client's order or checkout id"),
+    sa.Column("description", sa.Text),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("hold_entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False),
+    sa.Column("resolve_entry_id", sa.BigInteger, sa.ForeignKey("entries.id"),
+              comment="the capture, void or release entry"),
+    sa.CheckConstraint("points > 0", name="points_positive"),
+    sa.CheckConstraint("captured_points >= 0 AND captured_points <= points", name="captured_range"),
+    sa.CheckConstraint(_in("status", HOLD_STATUSES), name="status"),
+    # Open holds per member (read-time expiry) and open holds by expiry (the release job).
+    sa.Index("ix_holds_open_member", "member_id", postgresql_where=sa.text("status = 'open'")),
+    sa.Index("ix_holds_open_expiry", "expires_at", postgresql_where=sa.text("status = 'open'")),
+)
+
+redemptions = sa.Table(
+    "redemptions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("refunded_points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reference", sa.Text),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False,
+              comment="the redeem entry, or the capture entry of a hold"),
+    sa.Column("hold_id", sa.BigInteger, sa.ForeignKey("holds.id")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.CheckConstraint("points > 0", name="points_positive"),
+    sa.CheckConstraint("refunded_points >= 0 AND refunded_points <= points", name="refunded_range"),
+    sa.UniqueConstraint("hold_id"),
+    sa.Index(None, "member_id"),
+)
+
+redemption_refunds = sa.Table(
+    "redemption_refunds",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("redemption_id", sa.BigInteger, sa.ForeignKey("redemptions.id"), nullable=False),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("available_points", sa.BigInteger, nullable=False, comment="came back spendable"),
+    sa.Column("expired_points", sa.BigInteger, nullable=False, comment="came back from lots expired meanwhile"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.CheckConstraint("points > 0 AND points = available_points + expired_points", name="split"),
+    sa.Index(None, "redemption_id"),
+)

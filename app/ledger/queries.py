@@ -3,7 +3,7 @@ round trip; the reads are single statements on indexed paths."""
 
 ADJUST = "SELECT status, entry_id FROM ledger_adjust($1, $2, $3, $4, $5, $6, $7, $8)"
 
-REVERSE = "SELECT status, entry_id FROM ledger_reverse($1, $2, $3, $4, $5)"
+REVERSE = "SELECT status, entry_id FROM ledger_reverse($1, $2, now(), $3, $4)"
 
 _ENTRY_COLUMNS = """
     e.id, e.kind, m.external_id AS member_id, e.occurred_at, e.recorded_at, e.external_ref,
@@ -20,9 +20,16 @@ FROM entries e LEFT JOIN members m ON m.id = e.member_id
 WHERE e.program_id = $1 AND e.id = $2
 """
 
+# Holds past their expiry count as available again at once, before the release job posts it.
 BALANCE = """
-SELECT m.external_id AS member_id, b.available, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed
-FROM members m JOIN member_balances b ON b.member_id = m.id
+SELECT m.external_id AS member_id, b.available + x.lapsed AS available, b.pending, b.held - x.lapsed AS held,
+       b.lifetime_earned, b.lifetime_redeemed
+FROM members m
+JOIN member_balances b ON b.member_id = m.id
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(h.points), 0)::bigint AS lapsed FROM holds h
+    WHERE h.member_id = m.id AND h.status = 'open' AND h.expires_at <= now()
+) x
 WHERE m.program_id = $1 AND m.external_id = $2
 """
 

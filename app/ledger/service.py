@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -45,7 +44,7 @@ async def adjust(conn: asyncpg.Connection, program_id: UUID, data: AdjustmentCre
     """Credit or debit a member by hand. A debit never takes ``available`` below zero."""
     try:
         row = await conn.fetchrow(
-            q.ADJUST, program_id, data.member_id, data.points, data.occurred_at or datetime.now(UTC),
+            q.ADJUST, program_id, data.member_id, data.points, data.occurred_at,
             data.external_ref, data.reason, data.metadata, data.expires_at,
         )
     except asyncpg.UniqueViolationError as exc:
@@ -61,7 +60,7 @@ async def reverse(
 ) -> EntryWithBalance:
     """Post the mirror image of an entry, at most once."""
     try:
-        row = await conn.fetchrow(q.REVERSE, program_id, entry_id, datetime.now(UTC), data.reason, data.metadata)
+        row = await conn.fetchrow(q.REVERSE, program_id, entry_id, data.reason, data.metadata)
     except asyncpg.UniqueViolationError as exc:
         raise DomainError("entry_already_reversed") from exc
     if row["status"] == "insufficient_points":

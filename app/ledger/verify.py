@@ -5,7 +5,11 @@ Checks (each set-based, one statement):
 * every program's postings sum to zero;
 * every member balance row equals the sums of the member's postings by account;
 * every lot's ``remaining`` equals its points minus its allocations;
-* every member's open lots cover exactly its available + pending + held points.
+* every member's open lots cover exactly its available + pending points (held points are reserved out of
+  their lots by the hold's allocations);
+* every member's held balance equals its open holds, and each hold's net lot allocations match its state
+  (open: all its points; captured: the captured points; voided/expired: none);
+* every redemption's refunded points equal the sum of its refunds and never exceed it.
 """
 
 from __future__ import annotations
@@ -78,7 +82,34 @@ CHECKS: dict[str, str] = {
         LEFT JOIN (SELECT member_id, sum(remaining) AS open FROM lots WHERE remaining > 0 GROUP BY member_id) l
                ON l.member_id = b.member_id
         WHERE ($1::uuid IS NULL OR b.program_id = $1)
-          AND b.available >= 0 AND b.available + b.pending + b.held <> coalesce(l.open, 0)
+          AND b.available >= 0 AND b.available + b.pending <> coalesce(l.open, 0)
+    """,
+    "held_mismatch": """
+        SELECT m.external_id AS member_id, b.held, coalesce(h.open, 0) AS open_hold_points
+        FROM member_balances b
+        JOIN members m ON m.id = b.member_id
+        LEFT JOIN (SELECT member_id, sum(points) AS open FROM holds WHERE status = 'open' GROUP BY member_id) h
+               ON h.member_id = b.member_id
+        WHERE ($1::uuid IS NULL OR b.program_id = $1) AND b.held <> coalesce(h.open, 0)
+    """,
+    "hold_allocation_mismatch": """
+        SELECT h.id AS hold_id, h.status, h.points, h.captured_points, coalesce(a.net, 0) AS allocated
+        FROM holds h
+        LEFT JOIN LATERAL (
+            SELECT sum(la.points) AS net FROM lot_allocations la
+            WHERE la.entry_id = h.hold_entry_id OR la.entry_id = h.resolve_entry_id
+        ) a ON true
+        WHERE ($1::uuid IS NULL OR h.program_id = $1)
+          AND coalesce(a.net, 0) <> CASE h.status WHEN 'open' THEN h.points
+                                                  WHEN 'captured' THEN h.captured_points ELSE 0 END
+    """,
+    "redemption_refunds_mismatch": """
+        SELECT r.id AS redemption_id, r.points, r.refunded_points, coalesce(f.total, 0) AS refunds
+        FROM redemptions r
+        LEFT JOIN (SELECT redemption_id, sum(points) AS total FROM redemption_refunds GROUP BY redemption_id) f
+               ON f.redemption_id = r.id
+        WHERE ($1::uuid IS NULL OR r.program_id = $1)
+          AND (r.refunded_points <> coalesce(f.total, 0) OR r.refunded_points > r.points)
     """,
 }
 

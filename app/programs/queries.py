@@ -7,6 +7,11 @@ RETURNING id, name, currency, timezone, settings, created_at
 
 GET_PROGRAM = "SELECT id, name, currency, timezone, settings, created_at FROM programs WHERE id = $1"
 
+UPDATE_PROGRAM = """
+UPDATE programs SET name = coalesce($2, name), settings = $3 WHERE id = $1
+RETURNING id, name, currency, timezone, settings, created_at
+"""
+
 INSERT_API_KEY = """
 INSERT INTO api_keys (program_id, name, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5)
 RETURNING id, name, prefix, scopes, created_at, revoked_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, available_timezones
@@ -12,6 +13,34 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.money import is_currency
 
 Scope = Literal["earn", "redeem", "read", "admin"]
+
+
+class ProgramSettings(BaseModel):
+    """A program's policies. Stored as given; every field has a documented default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points_per_currency_unit_redeemed: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=100, description="Points worth 1.00 of the program's currency when redeemed")
+    min_redeem_points: Annotated[int, Field(ge=0, le=10**12)] = Field(
+        default=0, description="Smallest redemption or hold")
+    redeem_increment: Annotated[int, Field(ge=1, le=10**9)] = Field(
+        default=1, description="Redemptions and holds must be multiples of this")
+    max_redeem_share_of_order: Annotated[Decimal, Field(gt=0, le=1, max_digits=6, decimal_places=4)] = Field(
+        default=Decimal("1"), description="Largest share of an order total payable with points (quotes, and "
+        "redeems/holds that state an order_total)")
+    hold_default_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = Field(
+        default=900, description="Hold lifetime when the request does not say")
+    hold_max_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = Field(
+        default=7 * 86400, description="Longest hold lifetime a request may ask for")
+
+
+class ProgramUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    settings: dict[str, Any] | None = Field(
+        default=None, description="Settings to change; fields left out keep their value")
 
 
 class ProgramCreate(BaseModel):
@@ -43,7 +72,7 @@ class Program(BaseModel):
     name: str
     currency: str
     timezone: str
-    settings: dict[str, Any]
+    settings: ProgramSettings
     created_at: datetime
 
 

@@ -5,16 +5,27 @@ from __future__ import annotations
 from uuid import UUID
 
 import asyncpg
+from pydantic import ValidationError
 
 from app.errors import DomainError
 from app.programs import queries as q
 from app.programs.keys import generate_key
-from app.programs.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, Program, ProgramCreate
+from app.programs.schemas import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    Program,
+    ProgramCreate,
+    ProgramSettings,
+    ProgramUpdate,
+)
 
 
 async def create_program(conn: asyncpg.Connection, data: ProgramCreate) -> tuple[Program, ApiKeyCreated]:
     """Create a program and its first admin key."""
-    row = await conn.fetchrow(q.INSERT_PROGRAM, data.name, data.currency, data.timezone, data.settings)
+    settings = ProgramSettings.model_validate(data.settings)
+    row = await conn.fetchrow(q.INSERT_PROGRAM, data.name, data.currency, data.timezone,
+                              settings.model_dump(mode="json", exclude_unset=True))
     program = Program(**dict(row))
     key = await create_api_key(conn, program.id, ApiKeyCreate(name="initial admin key", scopes=["admin"]))
     return program, key
@@ -24,6 +35,21 @@ async def get_program(conn: asyncpg.Connection, program_id: UUID) -> Program:
     row = await conn.fetchrow(q.GET_PROGRAM, program_id)
     if row is None:
         raise DomainError("not_found", "Program not found.")
+    return Program(**dict(row))
+
+
+async def update_program(conn: asyncpg.Connection, program_id: UUID, data: ProgramUpdate) -> Program:
+    """Change the name and/or some settings; the merged settings are validated as a whole."""
+    current = await get_program(conn, program_id)
+    merged = current.settings.model_dump(mode="json", exclude_unset=True) | (data.settings or {})
+    try:
+        settings = ProgramSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise DomainError("validation_error", "Invalid program settings.", errors=[
+            {"loc": ["body", "settings", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]) from None
+    row = await conn.fetchrow(q.UPDATE_PROGRAM, program_id, data.name,
+                              settings.model_dump(mode="json", exclude_unset=True))
     return Program(**dict(row))
 
 

@@ -81,6 +81,7 @@ BEGIN
 END $$;
 
 -- 4. Manual adjustment: credit (a new lot) or debit (FIFO by expiry, never below zero).
+--    p_occurred_at NULL means now (the transaction's time, so it equals recorded_at).
 --    The balance row is updated first: it takes the member's lock and checks the overdraft in one
 --    statement, so a refused debit has written nothing.
 CREATE FUNCTION ledger_adjust(p_program uuid, p_member_ref text, p_points bigint, p_occurred_at timestamptz,
@@ -109,7 +110,8 @@ BEGIN
     END IF;
 
     INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
-    VALUES (p_program, v_member, 'adjust', p_occurred_at, p_external_ref, p_description, p_metadata)
+    VALUES (p_program, v_member, 'adjust', coalesce(p_occurred_at, now()), p_external_ref, p_description,
+            p_metadata)
     RETURNING id INTO v_entry;
     INSERT INTO postings (entry_id, program_id, member_id, account, points) VALUES
         (v_entry, p_program, v_member, 'available', p_points),
@@ -117,7 +119,7 @@ BEGIN
 
     IF p_points > 0 THEN
         INSERT INTO lots (program_id, member_id, entry_id, points, remaining, available_at, expires_at)
-        VALUES (p_program, v_member, v_entry, p_points, p_points, p_occurred_at, p_expires_at);
+        VALUES (p_program, v_member, v_entry, p_points, p_points, coalesce(p_occurred_at, now()), p_expires_at);
     ELSIF ledger_consume_lots(v_member, v_entry, -p_points) <> 0 THEN
         RAISE EXCEPTION 'lots of member % do not cover its available balance', v_member
             USING ERRCODE = 'data_corrupted';
@@ -160,7 +162,8 @@ BEGIN
     -- The member's lock first, so two concurrent reversals of one entry serialise here.
     SELECT mb.* INTO b FROM member_balances mb WHERE mb.member_id = o.member_id FOR UPDATE;
 
-    IF o.kind = 'reverse' OR v_other > 0 OR o.member_id IS NULL THEN
+    -- Only manual adjustments are reversed this way; redemptions have refunds, holds void/capture.
+    IF o.kind <> 'adjust' OR v_other > 0 OR o.member_id IS NULL THEN
         RETURN QUERY SELECT 'entry_not_reversible'::text, NULL::bigint;
         RETURN;
     END IF;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -57,7 +58,7 @@ async def create_adjustment(
     """Credit (positive points, a new lot) or debit (negative, soonest-expiring lots first) a member by
     hand, with a reason. A debit never takes `available` below zero."""
 
-    async def effect(conn):  # type: ignore[no-untyped-def]
+    async def effect(conn: asyncpg.Connection) -> tuple[int, EntryWithBalance]:
         return 201, await service.adjust(conn, principal.program_id, body)
 
     return await run_idempotent(request, principal, idempotency_key, body, effect)
@@ -75,7 +76,7 @@ async def reverse_entry(
     """Post the mirror entry of `entry_id`, once. Debited points return to the lots they came from (with
     their original expiry); credited points are taken back from the lots the entry created first."""
 
-    async def effect(conn):  # type: ignore[no-untyped-def]
+    async def effect(conn: asyncpg.Connection) -> tuple[int, EntryWithBalance]:
         return 201, await service.reverse(conn, principal.program_id, entry_id, body)
 
     return await run_idempotent(request, principal, idempotency_key, body, effect)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from app.api.deps import Admin, Pool, Reader
 from app.api.problems import responses
 from app.programs import service
-from app.programs.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, Program
+from app.programs.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, Program, ProgramUpdate
 
 router = APIRouter(prefix="/v1", tags=["program"])
 
@@ -19,6 +19,13 @@ async def get_program(principal: Reader, pool: Pool) -> Program:
     """The program the API key belongs to."""
     async with pool.acquire() as conn:
         return await service.get_program(conn, principal.program_id)
+
+
+@router.patch("/program", response_model=Program, responses=responses("insufficient_scope"))
+async def update_program(body: ProgramUpdate, principal: Admin, pool: Pool) -> Program:
+    """Rename the program or change some of its settings (fields left out keep their value)."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await service.update_program(conn, principal.program_id, body)
 
 
 @router.post("/api-keys", status_code=201, response_model=ApiKeyCreated, responses=responses("insufficient_scope"))

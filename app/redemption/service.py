@@ -1,0 +1,153 @@
+"""Redemption use cases: quote, redeem, hold, capture, void, refund, release of expired holds.
+Callers own the transaction (except ``release_expired_holds``, a job that commits per hold)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from app.errors import DomainError
+from app.ledger.service import get_balance
+from app.programs.context import Principal
+from app.redemption import queries as q
+from app.redemption.conversion import check_amount, max_redeemable, points_value
+from app.redemption.schemas import (
+    CaptureRequest,
+    CaptureResult,
+    Hold,
+    HoldCreate,
+    HoldWithBalance,
+    Quote,
+    QuoteRequest,
+    RedeemCreate,
+    Redemption,
+    RedemptionWithBalance,
+    RefundCreate,
+    RefundResult,
+    VoidRequest,
+)
+
+_STATUS_ERRORS = {
+    "member_not_found", "hold_not_found", "hold_not_open", "hold_expired", "capture_exceeds_hold",
+    "redemption_not_found",
+}
+
+
+async def _check(conn: asyncpg.Connection, p: Principal, status: str, member_ref: str | None = None) -> None:
+    if status == "ok":
+        return
+    if status == "insufficient_points":
+        available = (await get_balance(conn, p.program_id, member_ref)).available if member_ref else None
+        raise DomainError("insufficient_points", "The member does not have enough available points.",
+                          available=available)
+    if status in _STATUS_ERRORS:
+        raise DomainError(status)
+    raise RuntimeError(f"unexpected ledger status {status!r}")
+
+
+def _check_currency(p: Principal, currency: str | None) -> None:
+    if currency is not None and currency != p.currency:
+        raise DomainError("currency_mismatch", f"This program works in {p.currency}.", expected=p.currency)
+
+
+async def quote(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: QuoteRequest) -> Quote:
+    _check_currency(p, data.currency)
+    balance = await get_balance(conn, p.program_id, data.member_id)
+    points, limited_by = max_redeemable(balance.available, data.order_total, p.settings)
+    return Quote(
+        member_id=data.member_id, currency=p.currency, order_total=data.order_total, available=balance.available,
+        max_points=points, amount=points_value(points, p.settings, p.currency),
+        points_per_currency_unit=p.settings.points_per_currency_unit_redeemed,
+        limited_by="none" if points == balance.available and points > 0 else limited_by,
+    )
+
+
+def _validate_amount(p: Principal, data: RedeemCreate) -> None:
+    reason = check_amount(data.points, p.settings, data.order_total)
+    if reason:
+        raise DomainError("invalid_redeem_amount", reason)
+
+
+async def redeem(conn: asyncpg.Connection, p: Principal, data: RedeemCreate) -> RedemptionWithBalance:
+    _validate_amount(p, data)
+    row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, "redeem",
+                              data.reference, data.description, data.metadata, None)
+    await _check(conn, p, row["status"], data.member_id)
+    return RedemptionWithBalance(
+        redemption=await get_redemption(conn, p, row["object_id"]),
+        balance=await get_balance(conn, p.program_id, data.member_id),
+    )
+
+
+async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> HoldWithBalance:
+    _validate_amount(p, data)
+    seconds = data.expires_in_seconds or p.settings.hold_default_seconds
+    if seconds > p.settings.hold_max_seconds:
+        raise DomainError("hold_too_long", f"Holds last at most {p.settings.hold_max_seconds} seconds.")
+    expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
+    row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, "hold",
+                              data.reference, data.description, data.metadata, expires_at)
+    await _check(conn, p, row["status"], data.member_id)
+    return HoldWithBalance(hold=await get_hold(conn, p, row["object_id"]),
+                           balance=await get_balance(conn, p.program_id, data.member_id))
+
+
+async def capture(conn: asyncpg.Connection, p: Principal, hold_id: int, data: CaptureRequest) -> CaptureResult:
+    row = await conn.fetchrow(q.CAPTURE, p.program_id, hold_id, data.points)
+    await _check(conn, p, row["status"])
+    h = await get_hold(conn, p, hold_id)
+    redemption = await get_redemption(conn, p, row["redemption_id"]) if row["redemption_id"] else None
+    return CaptureResult(hold=h, redemption=redemption, balance=await get_balance(conn, p.program_id, h.member_id))
+
+
+async def void(conn: asyncpg.Connection, p: Principal, hold_id: int, data: VoidRequest) -> HoldWithBalance:
+    row = await conn.fetchrow(q.RELEASE, p.program_id, hold_id, "void")
+    await _check(conn, p, row["status"])
+    h = await get_hold(conn, p, hold_id)
+    return HoldWithBalance(hold=h, balance=await get_balance(conn, p.program_id, h.member_id))
+
+
+async def refund(conn: asyncpg.Connection, p: Principal, redemption_id: int, data: RefundCreate) -> RefundResult:
+    row = await conn.fetchrow(q.REFUND, p.program_id, redemption_id, data.points, data.description, data.metadata)
+    if row["status"] == "refund_exceeds_redemption":
+        raise DomainError("refund_exceeds_redemption", refundable=row["available_points"])
+    await _check(conn, p, row["status"])
+    redemption = await get_redemption(conn, p, redemption_id)
+    refund_row = next(f for f in redemption.refunds if f.id == row["refund_id"])
+    return RefundResult(refund=refund_row, redemption=redemption,
+                        balance=await get_balance(conn, p.program_id, redemption.member_id))
+
+
+async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, hold_id: int) -> Hold:
+    row = await conn.fetchrow(q.GET_HOLD, p.program_id, hold_id)
+    if row is None:
+        raise DomainError("hold_not_found")
+    return Hold(**dict(row), amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+
+
+async def get_redemption(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, redemption_id: int) -> Redemption:
+    row = await conn.fetchrow(q.GET_REDEMPTION, p.program_id, redemption_id)
+    if row is None:
+        raise DomainError("redemption_not_found")
+    return Redemption(**dict(row), amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+
+
+async def release_expired_holds(pool: asyncpg.Pool, batch: int = 500) -> int:
+    """Release every open hold past its expiry, one short transaction per hold (each takes its
+    member's lock only briefly). Safe to run concurrently: a hold resolves at most once."""
+    released = 0
+    while True:
+        rows = await pool.fetch(q.EXPIRED_OPEN_HOLDS, batch)
+        if not rows:
+            return released
+        done = 0
+        for r in rows:
+            async with pool.acquire() as conn, conn.transaction():
+                result = await conn.fetchrow(q.RELEASE, r["program_id"], r["id"], "release")
+            done += result["status"] == "ok"
+        released += done
+        if len(rows) < batch or done == 0:
+            return released
+
+
