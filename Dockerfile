@@ -25,5 +25,5 @@ USER ledger
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"]
-# exec form: the server is PID 1's only child and gets SIGTERM for a graceful shutdown
+# exec form: the server is PID 1 and receives SIGTERM itself, for a graceful shutdown
 CMD ["points-ledger", "serve"]
