@@ -32,8 +32,8 @@ MEMBER_ACCOUNTS = ("available", "pending", "held")
 SYSTEM_ACCOUNTS = ("issued", "redeemed", "expired", "adjustments")
 ACCOUNTS = MEMBER_ACCOUNTS + SYSTEM_ACCOUNTS
 ENTRY_KINDS = (
-    "earn", "redeem", "hold", "capture", "void", "release", "expire", "adjust", "reverse", "clawback",
-    "refund",
+    "earn", "event", "activate", "redeem", "hold", "capture", "void", "release", "expire", "adjust", "reverse",
+    "clawback", "refund",
 )
 SCOPES = ("earn", "redeem", "read", "admin")
 MEMBER_STATUSES = ("active", "suspended", "closed")
@@ -163,15 +163,22 @@ lots = sa.Table(
     ),
     sa.Column("available_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column(
+        "pending", sa.Boolean, nullable=False, server_default=sa.false(),
+        comment="points still in the member's pending account (return window); false once activated",
+    ),
     sa.CheckConstraint("points > 0", name="points_positive"),
     sa.CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_range"),
     sa.Index(None, "entry_id"),
-    # Only lots with points left are in this index, so consuming lots costs the same however long a
-    # member's history is.
+    # Only spendable lots with points left are in this index, so consuming lots costs the same however
+    # long a member's history is.
     sa.Index(
         "ix_lots_open_by_expiry", "member_id", "expires_at", "id",
-        postgresql_where=sa.text("remaining > 0"),
+        postgresql_where=sa.text("remaining > 0 AND NOT pending"),
     ),
+    # Pending lots by the time they become available (the activation job, read-time split).
+    sa.Index("ix_lots_pending_due", "available_at", postgresql_where=sa.text("pending")),
+    sa.Index("ix_lots_pending_member", "member_id", postgresql_where=sa.text("pending")),
 )
 
 lot_allocations = sa.Table(

@@ -5,8 +5,8 @@ Checks (each set-based, one statement):
 * every program's postings sum to zero;
 * every member balance row equals the sums of the member's postings by account;
 * every lot's ``remaining`` equals its points minus its allocations;
-* every member's open lots cover exactly its available + pending points (held points are reserved out of
-  their lots by the hold's allocations);
+* every member's spendable lots cover exactly max(available, 0) and its pending lots exactly its pending
+  points (held points are reserved out of their lots by the hold's allocations);
 * every member's held balance equals its open holds, and each hold's net lot allocations match its state
   (open: all its points; captured: the captured points; voided/expired: none);
 * every redemption's refunded points equal the sum of its refunds and never exceed it.
@@ -75,14 +75,15 @@ CHECKS: dict[str, str] = {
         WHERE ($1::uuid IS NULL OR l.program_id = $1) AND l.remaining <> l.points - coalesce(a.used, 0)
     """,
     "lots_do_not_cover_balance": """
-        SELECT m.external_id AS member_id, b.available + b.pending + b.held AS balance,
-               coalesce(l.open, 0) AS open_lot_points
+        SELECT m.external_id AS member_id, b.available, b.pending,
+               coalesce(l.spendable, 0) AS spendable_lot_points, coalesce(l.pending, 0) AS pending_lot_points
         FROM member_balances b
         JOIN members m ON m.id = b.member_id
-        LEFT JOIN (SELECT member_id, sum(remaining) AS open FROM lots WHERE remaining > 0 GROUP BY member_id) l
-               ON l.member_id = b.member_id
+        LEFT JOIN (SELECT member_id, sum(remaining) FILTER (WHERE NOT pending) AS spendable,
+                          sum(remaining) FILTER (WHERE pending) AS pending
+                   FROM lots WHERE remaining > 0 GROUP BY member_id) l ON l.member_id = b.member_id
         WHERE ($1::uuid IS NULL OR b.program_id = $1)
-          AND b.available >= 0 AND b.available + b.pending <> coalesce(l.open, 0)
+          AND (greatest(b.available, 0) <> coalesce(l.spendable, 0) OR b.pending <> coalesce(l.pending, 0))
     """,
     "held_mismatch": """
         SELECT m.external_id AS member_id, b.held, coalesce(h.open, 0) AS open_hold_points

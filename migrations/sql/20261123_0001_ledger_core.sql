@@ -67,7 +67,7 @@ DECLARE
 BEGIN
     FOR r IN
         SELECT id, remaining FROM lots
-        WHERE member_id = p_member AND remaining > 0
+        WHERE member_id = p_member AND remaining > 0 AND NOT pending
           AND (p_from_entry IS NULL OR entry_id = p_from_entry)
         ORDER BY expires_at ASC NULLS LAST, id
     LOOP
@@ -78,6 +78,27 @@ BEGIN
         v_left := v_left - v_take;
     END LOOP;
     RETURN v_left;
+END $$;
+
+-- Create the lot of a credit. A credit to a member whose available balance is negative (a return
+-- clawed back points that were already spent) first pays that debt: the repaid points are allocated
+-- out of the new lot at once, so spendable lots always cover exactly max(available, 0). Pending lots
+-- repay nothing until they are activated.
+CREATE FUNCTION ledger_credit_lot(p_program uuid, p_member bigint, p_entry bigint, p_points bigint,
+                                  p_available_before bigint, p_available_at timestamptz,
+                                  p_expires_at timestamptz, p_pending boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_lot bigint;
+    v_repay bigint := CASE WHEN p_pending THEN 0 ELSE least(p_points, greatest(0, -p_available_before)) END;
+BEGIN
+    INSERT INTO lots (program_id, member_id, entry_id, points, remaining, available_at, expires_at, pending)
+    VALUES (p_program, p_member, p_entry, p_points, p_points - v_repay, p_available_at, p_expires_at, p_pending)
+    RETURNING id INTO v_lot;
+    IF v_repay > 0 THEN
+        INSERT INTO lot_allocations (entry_id, lot_id, points) VALUES (p_entry, v_lot, v_repay);
+    END IF;
+    RETURN v_lot;
 END $$;
 
 -- 4. Manual adjustment: credit (a new lot) or debit (FIFO by expiry, never below zero).
@@ -93,6 +114,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_member bigint;
     v_entry bigint;
+    v_before bigint;
 BEGIN
     SELECT m.id INTO v_member FROM members m WHERE m.program_id = p_program AND m.external_id = p_member_ref;
     IF NOT FOUND THEN
@@ -103,7 +125,8 @@ BEGIN
     UPDATE member_balances mb
        SET available = mb.available + p_points,
            lifetime_earned = mb.lifetime_earned + p_points
-     WHERE mb.member_id = v_member AND (p_points > 0 OR mb.available + p_points >= 0);
+     WHERE mb.member_id = v_member AND (p_points > 0 OR mb.available + p_points >= 0)
+    RETURNING mb.available - p_points INTO v_before;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'insufficient_points'::text, NULL::bigint;
         RETURN;
@@ -118,8 +141,8 @@ BEGIN
         (v_entry, p_program, v_member, 'adjustments', -p_points);
 
     IF p_points > 0 THEN
-        INSERT INTO lots (program_id, member_id, entry_id, points, remaining, available_at, expires_at)
-        VALUES (p_program, v_member, v_entry, p_points, p_points, coalesce(p_occurred_at, now()), p_expires_at);
+        PERFORM ledger_credit_lot(p_program, v_member, v_entry, p_points, v_before,
+                                  coalesce(p_occurred_at, now()), p_expires_at, false);
     ELSIF ledger_consume_lots(v_member, v_entry, -p_points) <> 0 THEN
         RAISE EXCEPTION 'lots of member % do not cover its available balance', v_member
             USING ERRCODE = 'data_corrupted';
