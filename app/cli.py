@@ -176,6 +176,23 @@ def cmd_release_holds(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_release_pending(args: argparse.Namespace, settings: Settings) -> int:
+    url = _database_url(settings)
+
+    async def run() -> int:
+        from app.db.pool import create_pool
+        from app.earning.service import activate_due_pending
+
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            return await activate_due_pending(pool)
+        finally:
+            await pool.close()
+
+    print(f"activated {asyncio.run(run())} pending points whose return window has passed")
+    return 0
+
+
 def cmd_purge_idempotency_keys(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     days = args.days if args.days is not None else settings.idempotency_retention_days
@@ -228,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("release-holds", help="release every open hold past its expiry (points back to available)")
     p.set_defaults(func=cmd_release_holds)
+
+    p = sub.add_parser("release-pending", help="make pending points past their return window available")
+    p.set_defaults(func=cmd_release_pending)
 
     p = sub.add_parser("purge-idempotency-keys", help="delete idempotency keys past retention")
     p.add_argument("--days", type=int)

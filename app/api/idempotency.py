@@ -95,7 +95,9 @@ async def run_idempotent(
                 status, model = await effect(conn)
                 payload = model.model_dump(mode="json")
                 await conn.execute(COMPLETE, program, key, status, payload)
-            return JSONResponse(payload, status_code=status)
+            # A natural-key replay (same order id, same content) is a replay too.
+            headers = {"Idempotent-Replayed": "true"} if payload.get("replayed") else None
+            return JSONResponse(payload, status_code=status, headers=headers)
         except DomainError as refusal:
             if refusal.code in ("idempotency_key_reused", "request_in_progress"):
                 raise

@@ -266,3 +266,73 @@ redemption_refunds = sa.Table(
     sa.CheckConstraint("points > 0 AND points = available_points + expired_points", name="split"),
     sa.Index(None, "redemption_id"),
 )
+
+earn_rule_versions = sa.Table(
+    "earn_rule_versions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("effective_from", sa.DateTime(timezone=True), nullable=False,
+              comment="purchases occurring at or after this use this version (until a later one)"),
+    sa.Column("rules", pg.JSONB, nullable=False, comment="the validated RuleSet, as PUT"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "version"),
+    sa.Index(None, "program_id", "effective_from"),
+)
+
+purchases = sa.Table(
+    "purchases",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("order_id", sa.Text, nullable=False, comment="the client's order id, unique per program"),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content_hash", sa.LargeBinary, nullable=False, comment="SHA-256 of the purchase as posted"),
+    sa.Column("purchase", pg.JSONB, nullable=False, comment="the purchase as posted (lines, totals...)"),
+    sa.Column("rule_version_id", sa.BigInteger, sa.ForeignKey("earn_rule_versions.id")),
+    sa.Column("award", pg.JSONB, nullable=False, comment="the evaluation with its breakdown"),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("clawed_back_points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), comment="NULL when nothing was awarded"),
+    sa.Column("lot_id", sa.BigInteger, sa.ForeignKey("lots.id")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.CheckConstraint("points >= 0 AND clawed_back_points >= 0 AND clawed_back_points <= points",
+                       name="points_range"),
+    sa.UniqueConstraint("program_id", "order_id"),
+    sa.Index(None, "member_id", "occurred_at"),
+)
+
+purchase_returns = sa.Table(
+    "purchase_returns",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("purchase_id", sa.BigInteger, sa.ForeignKey("purchases.id"), nullable=False),
+    sa.Column("return_id", sa.Text, nullable=False, comment="the client's return id, unique per purchase"),
+    sa.Column("content_hash", sa.LargeBinary, nullable=False),
+    sa.Column("request", pg.JSONB, nullable=False, comment="returned lines or amount, as posted"),
+    sa.Column("result", pg.JSONB, nullable=False, comment="the clawback computation"),
+    sa.Column("points", sa.BigInteger, nullable=False, comment="points clawed back"),
+    sa.Column("shortfall", sa.BigInteger, nullable=False, server_default="0",
+              comment="points that could not be taken back (negative_balance_on_return = clamp)"),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("purchase_id", "return_id"),
+)
+
+member_events = sa.Table(
+    "member_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False, comment="the client's event id, unique per program"),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "event_id"),
+    sa.Index(None, "member_id", "name", "occurred_at"),
+)

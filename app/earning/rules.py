@@ -2,7 +2,7 @@
 
 Everything here is a pure function of plain data: no database, no HTTP, no clock (the purchase's
 ``occurred_at`` and the programme time zone ``tz`` are parameters). Points are ``int``; money is
-``Decimal`` and is computed exactly (``Fraction`` internally, never ``float``).
+``Decimal`` and is computed exactly (integers and ``Fraction`` internally, never ``float``).
 
 Evaluation order of :func:`evaluate`
 ====================================
@@ -39,6 +39,7 @@ Evaluation order of :func:`evaluate`
    the order bonuses in reverse application order (the last-applied bonus first), then from the lines
    proportionally to their points (largest remainder), so a line never loses more than it earned.
 8. The award is ``sum(line.points) + sum(order_bonus.points)``; it is never negative and never above any cap.
+   An award above the ledger's per-operation maximum (``MAX_POINTS``) raises ``DomainError("points_out_of_range")``.
 
 Determinism: every largest-remainder tie is broken by the line's content (sku, category, quantity, unit price,
 discount) and only then by its index, so the award does not depend on the order of the lines.
@@ -67,7 +68,7 @@ import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
@@ -908,7 +909,13 @@ class _Returns:
 
 
 def _approx(value: Fraction) -> Decimal:
-    return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal("0.000001"))
+    """``value`` for a message: exact with 2 to 6 decimals if possible, else rounded down to 6 decimals."""
+    approx = Decimal(value.numerator) / Decimal(value.denominator)
+    for places in range(2, 7):
+        candidate = approx.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
+        if Fraction(candidate) == value:
+            return candidate
+    return candidate
 
 
 def _clawed(award: Award, state: _Returns) -> tuple[list[int], list[int]]:

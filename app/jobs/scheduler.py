@@ -98,6 +98,7 @@ class Scheduler:
 
 def default_jobs(idempotency_retention_days: int) -> list[Job]:
     from app.api.idempotency import purge_expired
+    from app.earning.service import activate_due_pending
     from app.redemption.service import release_expired_holds
 
     async def purge(pool: asyncpg.Pool) -> int:
@@ -105,5 +106,6 @@ def default_jobs(idempotency_retention_days: int) -> list[Job]:
 
     return [
         Job("release-holds", 5.0, release_expired_holds),
+        Job("release-pending", 30.0, activate_due_pending),
         Job("purge-idempotency-keys", 3600.0, purge),
     ]

@@ -20,16 +20,21 @@ FROM entries e LEFT JOIN members m ON m.id = e.member_id
 WHERE e.program_id = $1 AND e.id = $2
 """
 
-# Holds past their expiry count as available again at once, before the release job posts it.
+# Reads never wait for a job: holds past their expiry count as available again at once, and pending
+# points past their return window count as available, before the jobs post the entries that make it so.
 BALANCE = """
-SELECT m.external_id AS member_id, b.available + x.lapsed AS available, b.pending, b.held - x.lapsed AS held,
-       b.lifetime_earned, b.lifetime_redeemed
+SELECT m.external_id AS member_id, b.available + x.lapsed + y.due AS available, b.pending - y.due AS pending,
+       b.held - x.lapsed AS held, b.lifetime_earned, b.lifetime_redeemed
 FROM members m
 JOIN member_balances b ON b.member_id = m.id
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(h.points), 0)::bigint AS lapsed FROM holds h
     WHERE h.member_id = m.id AND h.status = 'open' AND h.expires_at <= now()
 ) x
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(l.remaining), 0)::bigint AS due FROM lots l
+    WHERE l.member_id = m.id AND l.pending AND l.available_at <= now()
+) y
 WHERE m.program_id = $1 AND m.external_id = $2
 """
 

@@ -20,6 +20,13 @@ class ProgramSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    pending_days: Annotated[int, Field(ge=0, le=365)] = Field(
+        default=0, description="Return window: purchase points stay pending this many days after occurred_at")
+    enrol_on_purchase: bool = Field(
+        default=True, description="A purchase or event for an unknown member enrols it (else 404 member_not_found)")
+    negative_balance_on_return: Literal["allow", "clamp"] = Field(
+        default="allow", description="allow: a return may take available below zero (later earns repay it "
+        "first); clamp: take what is there and record the shortfall")
     points_per_currency_unit_redeemed: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=100, description="Points worth 1.00 of the program's currency when redeemed")
     min_redeem_points: Annotated[int, Field(ge=0, le=10**12)] = Field(

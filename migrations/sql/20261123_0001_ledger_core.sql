@@ -101,6 +101,51 @@ BEGIN
     RETURN v_lot;
 END $$;
 
+-- Activate a member's pending lots whose return window has passed (pending -> available), in one
+-- 'activate' entry. Newly spendable points first repay a negative available balance. The caller holds
+-- the member's lock, or this takes it. Returns the points activated.
+CREATE FUNCTION ledger_activate_due(p_member bigint, p_now timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_program uuid;
+    v_total bigint;
+    v_before bigint;
+    v_debt bigint;
+    v_take bigint;
+    v_entry bigint;
+    r record;
+BEGIN
+    SELECT program_id, available INTO v_program, v_before FROM member_balances WHERE member_id = p_member FOR UPDATE;
+    SELECT coalesce(sum(remaining), 0) INTO v_total FROM lots
+     WHERE member_id = p_member AND pending AND available_at <= p_now;
+    IF v_total = 0 THEN
+        -- nothing left in them (clawed back while pending): just close them
+        UPDATE lots SET pending = false WHERE member_id = p_member AND pending AND available_at <= p_now;
+        RETURN 0;
+    END IF;
+    INSERT INTO entries (program_id, member_id, kind, occurred_at, description)
+    VALUES (v_program, p_member, 'activate', p_now, 'return window passed')
+    RETURNING id INTO v_entry;
+    INSERT INTO postings (entry_id, program_id, member_id, account, points) VALUES
+        (v_entry, v_program, p_member, 'pending', -v_total),
+        (v_entry, v_program, p_member, 'available', v_total);
+    UPDATE member_balances SET pending = pending - v_total, available = available + v_total
+     WHERE member_id = p_member;
+    v_debt := greatest(0, -v_before);
+    FOR r IN
+        UPDATE lots SET pending = false WHERE member_id = p_member AND pending AND available_at <= p_now
+        RETURNING id, remaining, expires_at
+    LOOP
+        IF v_debt > 0 AND r.remaining > 0 THEN
+            v_take := least(v_debt, r.remaining);
+            UPDATE lots SET remaining = remaining - v_take WHERE id = r.id;
+            INSERT INTO lot_allocations (entry_id, lot_id, points) VALUES (v_entry, r.id, v_take);
+            v_debt := v_debt - v_take;
+        END IF;
+    END LOOP;
+    RETURN v_total;
+END $$;
+
 -- 4. Manual adjustment: credit (a new lot) or debit (FIFO by expiry, never below zero).
 --    p_occurred_at NULL means now (the transaction's time, so it equals recorded_at).
 --    The balance row is updated first: it takes the member's lock and checks the overdraft in one
@@ -120,6 +165,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint;
         RETURN;
+    END IF;
+
+    IF p_points < 0 AND EXISTS (SELECT 1 FROM lots l WHERE l.member_id = v_member AND l.pending
+                                                   AND l.available_at <= now()) THEN
+        PERFORM ledger_activate_due(v_member, now());
     END IF;
 
     UPDATE member_balances mb

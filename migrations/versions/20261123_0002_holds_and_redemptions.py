@@ -16,7 +16,6 @@ from alembic import op
 
 from migrations.sqlfile import run_sql_file
 
-
 SQL = Path(__file__).resolve().parents[1] / "sql" / "20261123_0002_holds_and_redemptions.sql"
 
 revision: str = '0002'

@@ -1,0 +1,121 @@
+"""Earning: the program's earn rules, purchases from POS and shops, returns, custom events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse
+
+from app.api.auth import Principal, require
+from app.api.deps import Admin, Pool
+from app.api.idempotency import IdempotencyKey, run_idempotent
+from app.api.problems import responses
+from app.api.routes.ledger import WRITE_ERRORS
+from app.earning import service
+from app.earning.schemas import (
+    EarnRulesUpdate,
+    EarnRuleVersion,
+    EarnRuleVersionList,
+    EventCreate,
+    EventResult,
+    Purchase,
+    PurchaseCreate,
+    PurchaseQuote,
+    PurchaseResult,
+    ReturnCreate,
+    ReturnResult,
+)
+
+router = APIRouter(prefix="/v1", tags=["earning"])
+
+Earner = Annotated[Principal, Depends(require("earn"))]
+Quoter = Annotated[Principal, Depends(require("earn", "redeem"))]
+Reader = Annotated[Principal, Depends(require("read", "earn"))]
+OrderIdPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.put("/program/earn-rules", response_model=EarnRuleVersion, status_code=201,
+            responses=responses("insufficient_scope"))
+async def put_earn_rules(body: EarnRulesUpdate, principal: Admin, pool: Pool) -> EarnRuleVersion:
+    """Replace the rule set as a new version from `effective_from` (default now). Purchases are always
+    evaluated with the version in force at their `occurred_at`, so a change never alters past awards."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await service.put_rules(conn, principal, body)
+
+
+@router.get("/program/earn-rules", response_model=EarnRuleVersion, responses=responses("insufficient_scope"))
+async def get_earn_rules(principal: Reader, pool: Pool) -> EarnRuleVersion:
+    """The version in force now (version 0: the default, 1 point per currency unit)."""
+    return await service.current_rules(pool, principal)
+
+
+@router.get("/program/earn-rules/versions", response_model=EarnRuleVersionList,
+            responses=responses("insufficient_scope"))
+async def list_earn_rule_versions(principal: Reader, pool: Pool) -> EarnRuleVersionList:
+    return EarnRuleVersionList(data=await service.rule_versions(pool, principal))
+
+
+@router.post(
+    "/purchases", status_code=201, response_model=PurchaseResult,
+    responses={200: {"model": PurchaseResult, "description": "The order was posted before with this content"},
+               **responses(*WRITE_ERRORS, "member_not_found", "currency_mismatch", "order_already_posted",
+                           "points_out_of_range")},
+)
+async def post_purchase(body: PurchaseCreate, principal: Earner, request: Request,
+                        idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Award the points of a purchase by the earn rules in force at `occurred_at`, with a breakdown per
+    line and per rule. Unknown members are enrolled (program setting `enrol_on_purchase`). Points stay
+    pending for the program's `pending_days`."""
+
+    async def effect(conn: asyncpg.Connection) -> tuple[int, PurchaseResult]:
+        return await service.post_purchase(conn, principal, body)
+
+    return await run_idempotent(request, principal, idempotency_key, body, effect)
+
+
+@router.post("/purchases/quote", response_model=PurchaseQuote,
+             responses=responses("insufficient_scope", "currency_mismatch", "points_out_of_range"))
+async def quote_purchase(body: PurchaseCreate, principal: Quoter, pool: Pool) -> PurchaseQuote:
+    """"You will earn N points": the same evaluation as posting, as a dry run. Writes nothing; no key."""
+    return await service.quote_purchase(pool, principal, body)
+
+
+@router.get("/purchases/{order_id}", response_model=Purchase,
+            responses=responses("insufficient_scope", "purchase_not_found"))
+async def get_purchase(order_id: OrderIdPath, principal: Reader, pool: Pool) -> Purchase:
+    """The award, its breakdown, and the returns so far."""
+    return await service.get_purchase(pool, principal, order_id)
+
+
+@router.post(
+    "/purchases/{order_id}/returns", status_code=201, response_model=ReturnResult,
+    responses={200: {"model": ReturnResult, "description": "This return_id was posted before with this content"},
+               **responses(*WRITE_ERRORS, "purchase_not_found", "return_already_posted")},
+)
+async def post_return(order_id: OrderIdPath, body: ReturnCreate, principal: Earner, request: Request,
+                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Claw back the points attributable to returned `lines` (sku + quantity) or a refunded `amount`:
+    from the purchase's pending points first, then available; returning more than was bought is 422."""
+
+    async def effect(conn: asyncpg.Connection) -> tuple[int, ReturnResult]:
+        return await service.post_return(conn, principal, order_id, body)
+
+    return await run_idempotent(request, principal, idempotency_key, body, effect)
+
+
+@router.post(
+    "/events", status_code=201, response_model=EventResult,
+    responses={200: {"model": EventResult, "description": "This event_id was posted before"},
+               **responses(*WRITE_ERRORS, "member_not_found", "external_ref_conflict")},
+)
+async def post_event(body: EventCreate, principal: Earner, request: Request,
+                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """A named custom event (survey_completed, social_share, ...) earning points by the event rules of the
+    rule set, within their per-day/month/ever limits. Unknown event names are 422."""
+
+    async def effect(conn: asyncpg.Connection) -> tuple[int, EventResult]:
+        return await service.post_event(conn, principal, body)
+
+    return await run_idempotent(request, principal, idempotency_key, body, effect)

@@ -1,0 +1,60 @@
+"""All SQL of earning. Writes are the SQL functions of migration 0003."""
+
+PURCHASE_CONTEXT = "SELECT * FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)"
+EARN = "SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+RETURN_CONTEXT = "SELECT * FROM ledger_return_context($1, $2, $3)"
+CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8)"
+EVENT_CONTEXT = "SELECT * FROM ledger_event_context($1, $2, $3, $4, $5, $6, $7)"
+EVENT = "SELECT * FROM ledger_event($1, $2, $3, $4, $5, $6, $7, $8)"
+
+INSERT_RULE_VERSION = """
+INSERT INTO earn_rule_versions (program_id, version, effective_from, rules)
+SELECT $1, coalesce(max(version), 0) + 1, coalesce($2, now()), $3 FROM earn_rule_versions WHERE program_id = $1
+RETURNING version, effective_from, created_at, rules
+"""
+# Serialises concurrent PUTs of one program's rules, so versions are numbered without gaps or clashes.
+LOCK_RULES = "SELECT pg_advisory_xact_lock(hashtextextended('earn_rules:' || $1::uuid::text, 0))"
+
+CURRENT_RULES = """
+SELECT id, version, effective_from, created_at, rules FROM earn_rule_versions
+WHERE program_id = $1 AND effective_from <= $2
+ORDER BY effective_from DESC, version DESC LIMIT 1
+"""
+RULE_VERSIONS = """
+SELECT version, effective_from, created_at, rules FROM earn_rule_versions WHERE program_id = $1 ORDER BY version
+"""
+RULE_CONTEXT_FOR_QUOTE = """
+SELECT m.birthday,
+       NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m.id) AS first_purchase,
+       (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p WHERE p.member_id = m.id
+         AND p.occurred_at >= $3 AND p.occurred_at < $4) AS earned_today,
+       (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p WHERE p.member_id = m.id
+         AND p.occurred_at >= $5 AND p.occurred_at < $6) AS earned_this_month
+FROM members m WHERE m.program_id = $1 AND m.external_id = $2
+"""
+
+GET_PURCHASE = """
+SELECT p.order_id, m.external_id AS member_id, p.occurred_at, p.points, p.clawed_back_points,
+       coalesce(v.version, 0) AS rule_version, p.entry_id, p.award,
+       l.id AS lot_id, l.points AS lot_points, l.available_at, l.expires_at, l.pending,
+       (SELECT coalesce(json_agg(json_build_object('return_id', r.return_id, 'points', r.points,
+                                                   'shortfall', r.shortfall, 'created_at', r.created_at)
+                                 ORDER BY r.id), '[]'::json)
+          FROM purchase_returns r WHERE r.purchase_id = p.id) AS returns
+FROM purchases p
+JOIN members m ON m.id = p.member_id
+LEFT JOIN earn_rule_versions v ON v.id = p.rule_version_id
+LEFT JOIN lots l ON l.id = p.lot_id
+WHERE p.program_id = $1 AND p.order_id = $2
+"""
+
+GET_EVENT = """
+SELECT e.event_id, m.external_id AS member_id, e.name, e.points, e.entry_id
+FROM member_events e JOIN members m ON m.id = e.member_id
+WHERE e.program_id = $1 AND e.event_id = $2
+"""
+
+DUE_PENDING_MEMBERS = """
+SELECT DISTINCT member_id FROM lots WHERE pending AND available_at <= now() LIMIT $1
+"""
+ACTIVATE = "SELECT ledger_activate_due($1, now())"

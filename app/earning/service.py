@@ -1,0 +1,290 @@
+"""Earning use cases: rule versions, purchases (and their dry-run quote), returns, custom events, and the
+activation of pending points. Callers own the transaction (except the activation job)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from pydantic import BaseModel
+
+from app.earning import queries as q
+from app.earning.rules import (
+    Award,
+    BaseRate,
+    EventAward,
+    MemberFacts,
+    ReturnRequest,
+    RuleSet,
+    clawback,
+    evaluate,
+    evaluate_event,
+    event_periods_needed,
+)
+from app.earning.rules import Purchase as RulesPurchase
+from app.earning.schemas import (
+    EarnRulesUpdate,
+    EarnRuleVersion,
+    EventCreate,
+    EventResult,
+    LotInfo,
+    Purchase,
+    PurchaseCreate,
+    PurchaseQuote,
+    PurchaseResult,
+    ReturnCreate,
+    ReturnInfo,
+    ReturnResult,
+)
+from app.errors import DomainError
+from app.ledger.service import get_balance
+from app.money import fits_currency
+from app.programs.context import Principal
+
+DEFAULT_RULES = RuleSet(base=BaseRate(points_per_unit=Decimal(1)))
+
+
+@lru_cache(maxsize=512)
+def _parse_rules(version_id: int, raw: str) -> RuleSet:
+    """Rule versions are immutable, so each is validated once per process."""
+    return RuleSet.model_validate_json(raw)
+
+
+def _rules(version_id: int | None, raw: Any) -> RuleSet:
+    if version_id is None:
+        return DEFAULT_RULES
+    return _parse_rules(version_id, json.dumps(raw, sort_keys=True))
+
+
+def content_hash(model: BaseModel) -> bytes:
+    canonical = json.dumps(model.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+# --- rule versions ---------------------------------------------------------------------------------------
+
+
+async def put_rules(conn: asyncpg.Connection, p: Principal, data: EarnRulesUpdate) -> EarnRuleVersion:
+    rules = RuleSet.model_validate(data.model_dump(exclude={"effective_from"}))
+    await conn.execute(q.LOCK_RULES, p.program_id)
+    row = await conn.fetchrow(q.INSERT_RULE_VERSION, p.program_id, data.effective_from,
+                              rules.model_dump(mode="json", exclude_unset=True))
+    return EarnRuleVersion(**dict(row))
+
+
+async def current_rules(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> EarnRuleVersion:
+    row = await conn.fetchrow(q.CURRENT_RULES, p.program_id, datetime.now(UTC))
+    if row is None:
+        return EarnRuleVersion(version=0, effective_from=None, created_at=None, rules=DEFAULT_RULES)
+    return EarnRuleVersion(**{k: row[k] for k in ("version", "effective_from", "created_at", "rules")})
+
+
+async def rule_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> list[EarnRuleVersion]:
+    return [EarnRuleVersion(**dict(r)) for r in await conn.fetch(q.RULE_VERSIONS, p.program_id)]
+
+
+# --- purchases -------------------------------------------------------------------------------------------
+
+
+def _check_money(p: Principal, data: PurchaseCreate) -> None:
+    if data.currency != p.currency:
+        raise DomainError("currency_mismatch", f"This program works in {p.currency}.", expected=p.currency)
+    amounts = [("total", data.total), ("paid_with_points", data.paid_with_points)]
+    for i, line in enumerate(data.lines):
+        amounts += [(f"lines.{i}.unit_price", line.unit_price), (f"lines.{i}.discount", line.discount)]
+    for field, amount in amounts:
+        if not fits_currency(amount, p.currency):
+            raise DomainError("validation_error", f"{field}: {amount} has more decimals than {p.currency} allows.",
+                              errors=[{"loc": ["body", *field.split(".")], "msg": "too many decimals",
+                                       "type": "currency_precision"}])
+
+
+# Terminals' clocks drift; a purchase from further in the future than this is a client error.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _occurred_at(value: datetime | None) -> datetime:
+    now = datetime.now(UTC)
+    if value is None:
+        return now
+    if value > now + CLOCK_SKEW:
+        raise DomainError("validation_error", "occurred_at is in the future.", errors=[
+            {"loc": ["body", "occurred_at"], "msg": "must not be in the future", "type": "future"}])
+    return value
+
+
+def _rules_purchase(data: PurchaseCreate, occurred_at: datetime) -> RulesPurchase:
+    return RulesPurchase(occurred_at=occurred_at, channel=data.channel, store_id=data.store_id, total=data.total,
+                         paid_with_points=data.paid_with_points, lines=data.lines)
+
+
+async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCreate) -> tuple[int, PurchaseResult]:
+    """Evaluate and post a purchase. The order id is a natural key: the same order with the same content
+    answers the original (200, ``replayed``); with other content 409 ``order_already_posted``."""
+    _check_money(p, data)
+    occurred_at = _occurred_at(data.occurred_at)
+    ctx = await conn.fetchrow(q.PURCHASE_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
+                              data.order_id, occurred_at, p.timezone)
+    if ctx["status"] != "ok":
+        raise DomainError(ctx["status"])
+    digest = content_hash(data)
+    if ctx["existing_purchase_id"] is not None:
+        if ctx["existing_hash"] != digest:
+            raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted with other content.")
+        existing = await get_purchase(conn, p, data.order_id)
+        balance = await get_balance(conn, p.program_id, existing.member_id)
+        return 200, PurchaseResult(purchase=existing, balance=balance, replayed=True)
+
+    rules = _rules(ctx["rule_version_id"], ctx["rules"])
+    facts = MemberFacts(tier=None, birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
+                        earned_today=ctx["earned_today"], earned_this_month=ctx["earned_this_month"])
+    award = evaluate(rules, _rules_purchase(data, occurred_at), facts, ZoneInfo(p.timezone))
+    available_at = occurred_at + timedelta(days=p.settings.pending_days)
+    expires_at = None  # set by the program's expiration policy once it exists
+    try:
+        row = await conn.fetchrow(
+            q.EARN, p.program_id, ctx["member_pk"], data.order_id, occurred_at, digest,
+            data.model_dump(mode="json") | {"occurred_at": occurred_at.isoformat()}, ctx["rule_version_id"],
+            award.model_dump(mode="json"),
+            award.points, available_at, expires_at,
+        )
+    except asyncpg.UniqueViolationError:
+        raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
+    purchase = await get_purchase(conn, p, data.order_id)
+    assert row is not None
+    return 201, PurchaseResult(purchase=purchase, balance=await get_balance(conn, p.program_id, data.member_id))
+
+
+async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: PurchaseCreate) -> PurchaseQuote:
+    """The same evaluation as posting, as a dry run: nothing is written and no key is needed."""
+    _check_money(p, data)
+    occurred_at = _occurred_at(data.occurred_at)
+    tz = ZoneInfo(p.timezone)
+    local = occurred_at.astimezone(tz)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    row = await conn.fetchrow(q.RULE_CONTEXT_FOR_QUOTE, p.program_id, data.member_id, day, day + timedelta(days=1),
+                              month, next_month)
+    version = await conn.fetchrow(q.CURRENT_RULES, p.program_id, occurred_at)
+    rules = _rules(version["id"] if version else None, version["rules"] if version else None)
+    facts = MemberFacts(
+        tier=None, birthday=row["birthday"] if row else None, first_purchase=row["first_purchase"] if row else True,
+        earned_today=row["earned_today"] if row else 0, earned_this_month=row["earned_this_month"] if row else 0,
+    )
+    award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
+    return PurchaseQuote(member_id=data.member_id, points=award.points, award=award,
+                         rule_version=version["version"] if version else 0)
+
+
+async def get_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, order_id: str) -> Purchase:
+    row = await conn.fetchrow(q.GET_PURCHASE, p.program_id, order_id)
+    if row is None:
+        raise DomainError("purchase_not_found")
+    lot = None
+    if row["lot_id"] is not None:
+        lot = LotInfo(id=row["lot_id"], points=row["lot_points"], available_at=row["available_at"],
+                      expires_at=row["expires_at"])
+    if row["points"] == 0:
+        status = "none"
+    elif row["pending"] and row["available_at"] > datetime.now(UTC):
+        status = "pending"
+    else:
+        status = "available"
+    return Purchase(
+        order_id=row["order_id"], member_id=row["member_id"], occurred_at=row["occurred_at"], points=row["points"],
+        status=status, clawed_back_points=row["clawed_back_points"], rule_version=row["rule_version"],
+        entry_id=row["entry_id"], lot=lot, award=row["award"], returns=[ReturnInfo(**r) for r in row["returns"]],
+    )
+
+
+# --- returns ---------------------------------------------------------------------------------------------
+
+
+async def post_return(
+    conn: asyncpg.Connection, p: Principal, order_id: str, data: ReturnCreate
+) -> tuple[int, ReturnResult]:
+    """Claw back the points attributable to what came back (see ``rules.clawback``)."""
+    if (data.lines is None) == (data.amount is None):
+        raise DomainError("validation_error", "Send either returned `lines` or an `amount`.")
+    ctx = await conn.fetchrow(q.RETURN_CONTEXT, p.program_id, order_id, data.return_id)
+    if ctx["status"] != "ok":
+        raise DomainError(ctx["status"])
+    request = ReturnRequest(lines=data.lines, amount=data.amount)
+    digest = content_hash(data)
+    earlier = ctx["earlier_results"]
+    if ctx["existing_return_id"] is not None:
+        if ctx["existing_hash"] != digest:
+            raise DomainError("return_already_posted", f"Return {data.return_id!r} was posted with other content.")
+        stored = next(r for r in await conn.fetch(
+            "SELECT points, shortfall, result FROM purchase_returns WHERE id = $1", ctx["existing_return_id"]))
+        return 200, ReturnResult(order_id=order_id, return_id=data.return_id, points=stored["points"],
+                                 shortfall=stored["shortfall"], clawback=stored["result"],
+                                 balance=await get_balance(conn, p.program_id, ctx["member_ref"]), replayed=True)
+    if data.amount is not None and not fits_currency(data.amount, p.currency):
+        raise DomainError("validation_error", f"amount has more decimals than {p.currency} allows.")
+    award = Award.model_validate(ctx["award"])
+    stored = ctx["purchase"]
+    purchase = RulesPurchase.model_validate({k: v for k, v in stored.items() if k in RulesPurchase.model_fields})
+    previous = [ReturnRequest.model_validate(e["request"]) for e in earlier]
+    result = clawback(award, purchase, request, previous)
+    row = await conn.fetchrow(
+        q.CLAWBACK, p.program_id, ctx["purchase_id"], data.return_id, digest,
+        request.model_dump(mode="json", exclude_none=True), result.model_dump(mode="json"), result.points,
+        p.settings.negative_balance_on_return,
+    )
+    return 201, ReturnResult(order_id=order_id, return_id=data.return_id, points=row["clawed"],
+                             shortfall=row["shortfall"], clawback=result,
+                             balance=await get_balance(conn, p.program_id, ctx["member_ref"]))
+
+
+# --- events ----------------------------------------------------------------------------------------------
+
+
+async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) -> tuple[int, EventResult]:
+    occurred_at = _occurred_at(data.occurred_at)
+    ctx = await conn.fetchrow(q.EVENT_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
+                              data.event_id, data.name, occurred_at, p.timezone)
+    if ctx["status"] != "ok":
+        raise DomainError(ctx["status"])
+    rules = _rules(ctx["rule_version_id"], ctx["rules"])
+    if ctx["existing_event_id"] is not None:
+        row = await conn.fetchrow(q.GET_EVENT, p.program_id, data.event_id)
+        if row["name"] != data.name or row["member_id"] != data.member_id:
+            raise DomainError("external_ref_conflict", f"event_id {data.event_id!r} was posted with other content.")
+        evaluation = EventAward(event_name=row["name"], points=row["points"], limited_by=None)
+        return 200, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
+                                points=row["points"], evaluation=evaluation, entry_id=row["entry_id"],
+                                balance=await get_balance(conn, p.program_id, data.member_id), replayed=True)
+    counts = {"day": ctx["count_today"], "month": ctx["count_this_month"], "ever": ctx["count_ever"]}
+    evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in event_periods_needed(rules, data.name)})
+    row = await conn.fetchrow(q.EVENT, p.program_id, ctx["member_pk"], data.event_id, data.name, occurred_at,
+                              evaluation.points, None, data.metadata)
+    return 201, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
+                            points=evaluation.points, evaluation=evaluation, entry_id=row["entry_id"],
+                            balance=await get_balance(conn, p.program_id, data.member_id))
+
+
+# --- pending points --------------------------------------------------------------------------------------
+
+
+async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500) -> int:
+    """Move every pending lot past its return window to available: one short transaction per member.
+    Idempotent: an activated lot is no longer pending, so a rerun (or a concurrent run) finds nothing."""
+    activated = 0
+    for _ in range(10_000):
+        members = await pool.fetch(q.DUE_PENDING_MEMBERS, batch)
+        if not members:
+            break
+        for m in members:
+            async with pool.acquire() as conn, conn.transaction():
+                activated += await conn.fetchval(q.ACTIVATE, m["member_id"]) or 0
+        if len(members) < batch:
+            break
+    return activated

@@ -1,0 +1,266 @@
+-- Earning: purchases (points by the earn rules, possibly pending through a return window), returns
+-- (clawback), custom events. The rules are evaluated in Python (app/earning/rules.py, a pure function);
+-- these functions gather its inputs under the member's lock and post its result.
+
+-- Find (or enrol) the member, take its lock, and gather what the evaluation needs: birthday, whether
+-- this is a first purchase, purchase points already earned that local day and month (caps), the rule
+-- version in force at p_occurred_at, and any purchase already posted with this order id.
+CREATE FUNCTION ledger_purchase_context(p_program uuid, p_member_ref text, p_enrol boolean, p_order_id text,
+                                        p_occurred_at timestamptz, p_tz text)
+RETURNS TABLE (status text, member_pk bigint, birthday date, first_purchase boolean, earned_today bigint,
+               earned_this_month bigint, rule_version_id bigint, rules jsonb, existing_purchase_id bigint,
+               existing_hash bytea)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_member bigint;
+    v_birthday date;
+    v_local timestamp := p_occurred_at AT TIME ZONE p_tz;
+    v_day_start timestamptz := date_trunc('day', v_local) AT TIME ZONE p_tz;
+    v_month_start timestamptz := date_trunc('month', v_local) AT TIME ZONE p_tz;
+    v_existing purchases%ROWTYPE;
+BEGIN
+    SELECT m.id, m.birthday INTO v_member, v_birthday FROM members m
+     WHERE m.program_id = p_program AND m.external_id = p_member_ref;
+    IF NOT FOUND THEN
+        IF NOT p_enrol THEN
+            RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint, NULL::date, NULL::boolean, NULL::bigint,
+                                NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint, NULL::bytea;
+            RETURN;
+        END IF;
+        INSERT INTO members (program_id, external_id) VALUES (p_program, p_member_ref)
+        ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id INTO v_member;
+        IF v_member IS NOT NULL THEN
+            INSERT INTO member_balances (member_id, program_id) VALUES (v_member, p_program);
+        ELSE  -- enrolled by a concurrent request just now
+            SELECT m.id, m.birthday INTO v_member, v_birthday FROM members m
+             WHERE m.program_id = p_program AND m.external_id = p_member_ref;
+        END IF;
+    END IF;
+    PERFORM 1 FROM member_balances WHERE member_id = v_member FOR UPDATE;
+
+    SELECT * INTO v_existing FROM purchases WHERE program_id = p_program AND order_id = p_order_id;
+    RETURN QUERY
+    SELECT 'ok'::text, v_member, v_birthday,
+           NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = v_member),
+           (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p
+             WHERE p.member_id = v_member AND p.occurred_at >= v_day_start
+               AND p.occurred_at < v_day_start + interval '1 day'),
+           (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p
+             WHERE p.member_id = v_member AND p.occurred_at >= v_month_start
+               AND p.occurred_at < v_month_start + interval '1 month'),
+           v.id, v.rules, v_existing.id, v_existing.content_hash
+      FROM (SELECT 1) one
+      LEFT JOIN LATERAL (
+          SELECT r.id, r.rules FROM earn_rule_versions r
+           WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
+           ORDER BY r.effective_from DESC, r.version DESC LIMIT 1
+      ) v ON true;
+END $$;
+
+-- Post a purchase's award (the member's lock is held from ledger_purchase_context): an 'earn' entry
+-- from `issued` to the member's pending or available account, its lot, and the purchase record.
+CREATE FUNCTION ledger_earn(p_program uuid, p_member bigint, p_order_id text, p_occurred_at timestamptz,
+                            p_hash bytea, p_purchase jsonb, p_rule_version bigint, p_award jsonb,
+                            p_points bigint, p_available_at timestamptz, p_expires_at timestamptz)
+RETURNS TABLE (purchase_id bigint, entry_id bigint, lot_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_pending boolean := p_available_at > now();
+    v_entry bigint;
+    v_lot bigint;
+    v_before bigint;
+    v_purchase bigint;
+BEGIN
+    IF p_points > 0 THEN
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
+        VALUES (p_program, p_member, 'earn', p_occurred_at, p_order_id, 'purchase',
+                jsonb_build_object('order_id', p_order_id, 'rule_version_id', p_rule_version))
+        RETURNING id INTO v_entry;
+        INSERT INTO postings (entry_id, program_id, member_id, account, points) VALUES
+            (v_entry, p_program, p_member, 'issued', -p_points),
+            (v_entry, p_program, p_member, CASE WHEN v_pending THEN 'pending' ELSE 'available' END, p_points);
+        UPDATE member_balances mb
+           SET available = mb.available + CASE WHEN v_pending THEN 0 ELSE p_points END,
+               pending = mb.pending + CASE WHEN v_pending THEN p_points ELSE 0 END,
+               lifetime_earned = mb.lifetime_earned + p_points
+         WHERE mb.member_id = p_member
+        RETURNING mb.available - CASE WHEN v_pending THEN 0 ELSE p_points END INTO v_before;
+        v_lot := ledger_credit_lot(p_program, p_member, v_entry, p_points, v_before, p_available_at,
+                                   p_expires_at, v_pending);
+    END IF;
+    INSERT INTO purchases (program_id, member_id, order_id, occurred_at, content_hash, purchase, rule_version_id,
+                           award, points, entry_id, lot_id)
+    VALUES (p_program, p_member, p_order_id, p_occurred_at, p_hash, p_purchase, p_rule_version, p_award,
+            p_points, v_entry, v_lot)
+    RETURNING id INTO v_purchase;
+    RETURN QUERY SELECT v_purchase, v_entry, v_lot;
+END $$;
+
+-- Take the member's lock for a return and gather the purchase, its earlier returns and any return
+-- already posted with this return id.
+CREATE FUNCTION ledger_return_context(p_program uuid, p_order_id text, p_return_id text)
+RETURNS TABLE (status text, purchase_id bigint, member_ref text, purchase jsonb, award jsonb,
+               earlier_results jsonb, existing_return_id bigint, existing_hash bytea)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p purchases%ROWTYPE;
+BEGIN
+    SELECT * INTO p FROM purchases WHERE program_id = p_program AND order_id = p_order_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'purchase_not_found'::text, NULL::bigint, NULL::text, NULL::jsonb, NULL::jsonb,
+                            NULL::jsonb, NULL::bigint, NULL::bytea;
+        RETURN;
+    END IF;
+    PERFORM 1 FROM member_balances WHERE member_id = p.member_id FOR UPDATE;
+    RETURN QUERY
+    SELECT 'ok'::text, p.id, (SELECT m.external_id FROM members m WHERE m.id = p.member_id), p.purchase, p.award,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('request', r.request, 'result', r.result) ORDER BY r.id),
+                            '[]'::jsonb)
+              FROM purchase_returns r WHERE r.purchase_id = p.id),
+           x.id, x.content_hash
+      FROM (SELECT 1) one
+      LEFT JOIN purchase_returns x ON x.purchase_id = p.id AND x.return_id = p_return_id;
+END $$;
+
+-- Claw back p_points of a purchase's award (the member's lock is held from ledger_return_context):
+-- first from the purchase's own lot while it is pending, else from its own lot's spendable remainder,
+-- then from other available points soonest-expiring first. What is left is either taken anyway,
+-- leaving `available` negative (p_policy 'allow'; later credits repay it first), or recorded as a
+-- shortfall and not taken (p_policy 'clamp').
+CREATE FUNCTION ledger_clawback(p_program uuid, p_purchase bigint, p_return_id text, p_hash bytea,
+                                p_request jsonb, p_result jsonb, p_points bigint, p_policy text)
+RETURNS TABLE (return_pk bigint, entry_id bigint, clawed bigint, shortfall bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p purchases%ROWTYPE;
+    l lots%ROWTYPE;
+    v_entry bigint;
+    v_available bigint;
+    v_from_pending bigint := 0;   -- taken from the purchase's own pending lot
+    v_from_lots bigint;           -- taken from spendable lots: the purchase's own lot first
+    v_negative bigint := 0;       -- taken anyway, leaving available below zero ('allow')
+    v_shortfall bigint := 0;      -- not taken ('clamp')
+    v_rest bigint;
+    v_return bigint;
+BEGIN
+    SELECT * INTO p FROM purchases WHERE id = p_purchase AND program_id = p_program FOR UPDATE;
+    SELECT * INTO l FROM lots WHERE id = p.lot_id;
+    IF FOUND AND l.pending THEN
+        v_from_pending := least(l.remaining, p_points);
+    END IF;
+    SELECT available INTO v_available FROM member_balances WHERE member_id = p.member_id;
+    v_from_lots := least(p_points - v_from_pending, greatest(v_available, 0));
+    v_rest := p_points - v_from_pending - v_from_lots;
+    IF p_policy = 'clamp' THEN
+        v_shortfall := v_rest;
+    ELSE
+        v_negative := v_rest;
+    END IF;
+
+    IF v_from_pending + v_from_lots + v_negative > 0 THEN
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
+        VALUES (p_program, p.member_id, 'clawback', now(), p.order_id || '/' || p_return_id, 'return',
+                jsonb_build_object('order_id', p.order_id, 'return_id', p_return_id, 'shortfall', v_shortfall))
+        RETURNING id INTO v_entry;
+        IF v_from_pending > 0 THEN
+            UPDATE lots SET remaining = remaining - v_from_pending WHERE id = l.id;
+            INSERT INTO lot_allocations (entry_id, lot_id, points) VALUES (v_entry, l.id, v_from_pending);
+        END IF;
+        IF v_from_lots > 0 THEN
+            v_rest := ledger_consume_lots(p.member_id, v_entry, v_from_lots, p.entry_id);
+            IF v_rest > 0 THEN
+                v_rest := ledger_consume_lots(p.member_id, v_entry, v_rest);
+            END IF;
+            IF v_rest <> 0 THEN
+                RAISE EXCEPTION 'lots of member % do not cover its available balance', p.member_id
+                    USING ERRCODE = 'data_corrupted';
+            END IF;
+        END IF;
+        INSERT INTO postings (entry_id, program_id, member_id, account, points)
+        SELECT v_entry, p_program, p.member_id, x.account, x.points
+          FROM (VALUES ('issued', v_from_pending + v_from_lots + v_negative), ('pending', -v_from_pending),
+                       ('available', -(v_from_lots + v_negative))) AS x(account, points)
+         WHERE x.points <> 0;
+        UPDATE member_balances
+           SET pending = pending - v_from_pending, available = available - v_from_lots - v_negative,
+               lifetime_earned = lifetime_earned - v_from_pending - v_from_lots - v_negative
+         WHERE member_id = p.member_id;
+        UPDATE purchases SET clawed_back_points = clawed_back_points + v_from_pending + v_from_lots + v_negative
+         WHERE id = p.id;
+    END IF;
+    INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id)
+    VALUES (p.id, p_return_id, p_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry)
+    RETURNING id INTO v_return;
+    RETURN QUERY SELECT v_return, v_entry, p_points - v_shortfall, v_shortfall;
+END $$;
+
+-- Custom events: the member's lock, its earlier awards of this event (for per-day/month/ever limits),
+-- the rule version in force, and any event already posted with this event id.
+CREATE FUNCTION ledger_event_context(p_program uuid, p_member_ref text, p_enrol boolean, p_event_id text,
+                                     p_name text, p_occurred_at timestamptz, p_tz text)
+RETURNS TABLE (status text, member_pk bigint, count_today integer, count_this_month integer, count_ever integer,
+               rule_version_id bigint, rules jsonb, existing_event_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_member bigint;
+    v_local timestamp := p_occurred_at AT TIME ZONE p_tz;
+    v_day_start timestamptz := date_trunc('day', v_local) AT TIME ZONE p_tz;
+    v_month_start timestamptz := date_trunc('month', v_local) AT TIME ZONE p_tz;
+BEGIN
+    SELECT c.member_pk INTO v_member
+      FROM ledger_purchase_context(p_program, p_member_ref, p_enrol, '', p_occurred_at, p_tz) c;
+    IF v_member IS NULL THEN
+        RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint, NULL::integer, NULL::integer, NULL::integer,
+                            NULL::bigint, NULL::jsonb, NULL::bigint;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT 'ok'::text, v_member,
+           count(*) FILTER (WHERE e.occurred_at >= v_day_start AND e.occurred_at < v_day_start + interval '1 day')::integer,
+           count(*) FILTER (WHERE e.occurred_at >= v_month_start
+                              AND e.occurred_at < v_month_start + interval '1 month')::integer,
+           count(*)::integer,
+           (SELECT r.id FROM earn_rule_versions r WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
+             ORDER BY r.effective_from DESC, r.version DESC LIMIT 1),
+           (SELECT r.rules FROM earn_rule_versions r WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
+             ORDER BY r.effective_from DESC, r.version DESC LIMIT 1),
+           (SELECT x.id FROM member_events x WHERE x.program_id = p_program AND x.event_id = p_event_id)
+      FROM member_events e
+     WHERE e.member_id = v_member AND e.name = p_name AND e.points > 0;
+END $$;
+
+-- Post a custom event's points: immediately available (events have no return window).
+CREATE FUNCTION ledger_event(p_program uuid, p_member bigint, p_event_id text, p_name text,
+                             p_occurred_at timestamptz, p_points bigint, p_expires_at timestamptz, p_metadata jsonb)
+RETURNS TABLE (event_pk bigint, entry_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_entry bigint;
+    v_before bigint;
+    v_event bigint;
+BEGIN
+    IF p_points > 0 THEN
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
+        VALUES (p_program, p_member, 'event', p_occurred_at, p_event_id, p_name,
+                p_metadata || jsonb_build_object('event', p_name))
+        RETURNING id INTO v_entry;
+        INSERT INTO postings (entry_id, program_id, member_id, account, points) VALUES
+            (v_entry, p_program, p_member, 'issued', -p_points),
+            (v_entry, p_program, p_member, 'available', p_points);
+        UPDATE member_balances mb SET available = mb.available + p_points,
+                                      lifetime_earned = mb.lifetime_earned + p_points
+         WHERE mb.member_id = p_member
+        RETURNING mb.available - p_points INTO v_before;
+        PERFORM ledger_credit_lot(p_program, p_member, v_entry, p_points, v_before, p_occurred_at, p_expires_at, false);
+    END IF;
+    INSERT INTO member_events (program_id, member_id, event_id, name, occurred_at, points, entry_id)
+    VALUES (p_program, p_member, p_event_id, p_name, p_occurred_at, p_points, v_entry)
+    RETURNING id INTO v_event;
+    RETURN QUERY SELECT v_event, v_entry;
+END $$;
