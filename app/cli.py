@@ -193,6 +193,42 @@ def cmd_release_pending(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _as_of(value: str | None) -> Any:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise SystemExit("--as-of needs a time zone, e.g. 2027-01-01T00:00:00Z")
+    return moment
+
+
+def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = _as_of(args.as_of)
+    url = _database_url(settings)
+
+    def progress(r: Any) -> None:
+        rate = r.lots / r.seconds if r.seconds else 0.0
+        print(f"\rexpire: {r.members} members, {r.lots} lots, {r.points} points, {r.batches} batches "
+              f"({rate:,.0f} lots/s)", end="", file=sys.stderr, flush=True)
+
+    async def run() -> Any:
+        from app.db.pool import create_pool
+        from app.expiry.service import expire_due
+
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            return await expire_due(pool, as_of, args.batch, progress if sys.stderr.isatty() or args.progress else None)
+        finally:
+            await pool.close()
+
+    r = asyncio.run(run())
+    print(file=sys.stderr) if r.batches and (sys.stderr.isatty() or args.progress) else None
+    print(f"expired {r.points} points in {r.lots} lots of {r.members} members in {r.seconds:.2f}s")
+    return 0
+
+
 def cmd_purge_idempotency_keys(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     days = args.days if args.days is not None else settings.idempotency_retention_days
@@ -248,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("release-pending", help="make pending points past their return window available")
     p.set_defaults(func=cmd_release_pending)
+
+    p = sub.add_parser("expire", help="expire every lot due by --as-of (default now), in batches of members")
+    p.add_argument("--as-of", help="ISO timestamp with zone, e.g. 2027-01-01T00:00:00Z")
+    p.add_argument("--batch", type=int, default=500, help="members per transaction")
+    p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    p.set_defaults(func=cmd_expire)
 
     p = sub.add_parser("purge-idempotency-keys", help="delete idempotency keys past retention")
     p.add_argument("--days", type=int)

@@ -108,7 +108,11 @@ member_balances = sa.Table(
         "lifetime_redeemed", sa.BigInteger, nullable=False, server_default="0",
         comment="net points spent (sum of the member's postings to redeemed)",
     ),
+    sa.Column("activity_expires_at", sa.DateTime(timezone=True),
+              comment="activity policy: when the member's activity-bound lots expire"),
     sa.Index(None, "program_id"),
+    sa.Index("ix_member_balances_activity_expiry", "activity_expires_at",
+             postgresql_where=sa.text("activity_expires_at IS NOT NULL")),
 )
 
 entries = sa.Table(
@@ -164,6 +168,10 @@ lots = sa.Table(
     sa.Column("available_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column(
+        "expires_on_inactivity", sa.Boolean, nullable=False, server_default=sa.false(),
+        comment="earned under the activity policy: expires with the member's activity_expires_at",
+    ),
+    sa.Column(
         "pending", sa.Boolean, nullable=False, server_default=sa.false(),
         comment="points still in the member's pending account (return window); false once activated",
     ),
@@ -178,6 +186,9 @@ lots = sa.Table(
     ),
     # Pending lots by the time they become available (the activation job, read-time split).
     sa.Index("ix_lots_pending_due", "available_at", postgresql_where=sa.text("pending")),
+    # The expiry sweep: spendable lots by member, those with a date of their own.
+    sa.Index("ix_lots_expiring", "member_id", "expires_at",
+             postgresql_where=sa.text("remaining > 0 AND NOT pending AND expires_at IS NOT NULL")),
     sa.Index("ix_lots_pending_member", "member_id", postgresql_where=sa.text("pending")),
 )
 
@@ -294,6 +305,10 @@ purchases = sa.Table(
     sa.Column("rule_version_id", sa.BigInteger, sa.ForeignKey("earn_rule_versions.id")),
     sa.Column("award", pg.JSONB, nullable=False, comment="the evaluation with its breakdown"),
     sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("qualifying_points", sa.BigInteger, nullable=False, server_default="0",
+              comment="points of the lines (order bonuses excluded), for the tier metric"),
+    sa.Column("eligible_amount", sa.Numeric(24, 6), nullable=False, server_default="0",
+              comment="spend that earned points, for the tier metric"),
     sa.Column("clawed_back_points", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), comment="NULL when nothing was awarded"),
     sa.Column("lot_id", sa.BigInteger, sa.ForeignKey("lots.id")),
@@ -335,4 +350,65 @@ member_events = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.UniqueConstraint("program_id", "event_id"),
     sa.Index(None, "member_id", "name", "occurred_at"),
+)
+
+
+expiration_policy_versions = sa.Table(
+    "expiration_policy_versions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("effective_from", sa.DateTime(timezone=True), nullable=False,
+              comment="lots created at or after this get their expiry from this version"),
+    sa.Column("policy", pg.JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "version"),
+    sa.Index(None, "program_id", "effective_from"),
+)
+
+tier_config_versions = sa.Table(
+    "tier_config_versions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("effective_from", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("config", pg.JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "version"),
+    sa.Index(None, "program_id", "effective_from"),
+)
+
+member_tiers = sa.Table(
+    "member_tiers",
+    metadata,
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("tier", sa.Text, nullable=False),
+    sa.Column("valid_until", sa.DateTime(timezone=True), comment="NULL: the base tier, never lapses"),
+    sa.Column("manual_tier", sa.Text, comment="a manual assignment holds this tier at least until manual_until"),
+    sa.Column("manual_until", sa.DateTime(timezone=True)),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("evaluated_at", sa.DateTime(timezone=True), comment="last run of the evaluation job for this member"),
+    sa.Index(None, "program_id", "member_id"),
+)
+
+tier_history = sa.Table(
+    "tier_history",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("from_tier", sa.Text),
+    sa.Column("to_tier", sa.Text, nullable=False),
+    sa.Column("valid_until", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False, comment="purchase, evaluation or manual"),
+    sa.Column("reference", sa.Text, comment="order id, job run, or the admin's reason"),
+    sa.Column("config_version", sa.Integer),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False,
+              comment="business time of the change (a purchase's occurred_at, the job's as-of)"),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Index(None, "member_id", "changed_at"),
 )

@@ -1,11 +1,11 @@
 """All SQL of earning. Writes are the SQL functions of migration 0003."""
 
 PURCHASE_CONTEXT = "SELECT * FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)"
-EARN = "SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+EARN = "SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 RETURN_CONTEXT = "SELECT * FROM ledger_return_context($1, $2, $3)"
 CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8)"
 EVENT_CONTEXT = "SELECT * FROM ledger_event_context($1, $2, $3, $4, $5, $6, $7)"
-EVENT = "SELECT * FROM ledger_event($1, $2, $3, $4, $5, $6, $7, $8)"
+EVENT = "SELECT * FROM ledger_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 INSERT_RULE_VERSION = """
 INSERT INTO earn_rule_versions (program_id, version, effective_from, rules)

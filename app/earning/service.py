@@ -43,6 +43,7 @@ from app.earning.schemas import (
     ReturnResult,
 )
 from app.errors import DomainError
+from app.expiry.service import expiry_for, policy_from_row
 from app.ledger.service import get_balance
 from app.money import fits_currency
 from app.programs.context import Principal
@@ -142,17 +143,19 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
         return 200, PurchaseResult(purchase=existing, balance=balance, replayed=True)
 
     rules = _rules(ctx["rule_version_id"], ctx["rules"])
-    facts = MemberFacts(tier=None, birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
+    facts = MemberFacts(tier=ctx["tier_then"], birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
                         earned_today=ctx["earned_today"], earned_this_month=ctx["earned_this_month"])
-    award = evaluate(rules, _rules_purchase(data, occurred_at), facts, ZoneInfo(p.timezone))
+    tz = ZoneInfo(p.timezone)
+    award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
     available_at = occurred_at + timedelta(days=p.settings.pending_days)
-    expires_at = None  # set by the program's expiration policy once it exists
+    expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "purchase", tz)
+    qualifying = award.points - sum(b.points for b in award.order_bonuses)
     try:
         row = await conn.fetchrow(
             q.EARN, p.program_id, ctx["member_pk"], data.order_id, occurred_at, digest,
             data.model_dump(mode="json") | {"occurred_at": occurred_at.isoformat()}, ctx["rule_version_id"],
-            award.model_dump(mode="json"),
-            award.points, available_at, expires_at,
+            award.model_dump(mode="json"), award.points, available_at, expiry.expires_at, expiry.on_inactivity,
+            expiry.activity_expires_at, qualifying, award.eligible_amount,
         )
     except asyncpg.UniqueViolationError:
         raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
@@ -264,8 +267,11 @@ async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) 
                                 balance=await get_balance(conn, p.program_id, data.member_id), replayed=True)
     counts = {"day": ctx["count_today"], "month": ctx["count_this_month"], "ever": ctx["count_ever"]}
     evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in event_periods_needed(rules, data.name)})
+    expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "event",
+                        ZoneInfo(p.timezone))
     row = await conn.fetchrow(q.EVENT, p.program_id, ctx["member_pk"], data.event_id, data.name, occurred_at,
-                              evaluation.points, None, data.metadata)
+                              evaluation.points, expiry.expires_at, data.metadata, expiry.on_inactivity,
+                              expiry.activity_expires_at)
     return 201, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
                             points=evaluation.points, evaluation=evaluation, entry_id=row["entry_id"],
                             balance=await get_balance(conn, p.program_id, data.member_id))

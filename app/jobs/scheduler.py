@@ -99,6 +99,7 @@ class Scheduler:
 def default_jobs(idempotency_retention_days: int) -> list[Job]:
     from app.api.idempotency import purge_expired
     from app.earning.service import activate_due_pending
+    from app.expiry.service import expire_now
     from app.redemption.service import release_expired_holds
 
     async def purge(pool: asyncpg.Pool) -> int:
@@ -107,5 +108,6 @@ def default_jobs(idempotency_retention_days: int) -> list[Job]:
     return [
         Job("release-holds", 5.0, release_expired_holds),
         Job("release-pending", 30.0, activate_due_pending),
+        Job("expire", 60.0, expire_now),
         Job("purge-idempotency-keys", 3600.0, purge),
     ]

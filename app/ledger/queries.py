@@ -1,7 +1,7 @@
 """All SQL of the ledger core. The write operations are SQL functions (migrations/sql/) so each is one
 round trip; the reads are single statements on indexed paths."""
 
-ADJUST = "SELECT status, entry_id FROM ledger_adjust($1, $2, $3, $4, $5, $6, $7, $8)"
+ADJUST = "SELECT status, entry_id FROM ledger_adjust($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 REVERSE = "SELECT status, entry_id FROM ledger_reverse($1, $2, now(), $3, $4)"
 
@@ -20,11 +20,14 @@ FROM entries e LEFT JOIN members m ON m.id = e.member_id
 WHERE e.program_id = $1 AND e.id = $2
 """
 
-# Reads never wait for a job: holds past their expiry count as available again at once, and pending
-# points past their return window count as available, before the jobs post the entries that make it so.
+# Reads never wait for a job: holds past their expiry count as available again at once, pending points
+# past their return window count as available, and points past their expiry stop counting, before the
+# jobs post the entries that make it so.
 BALANCE = """
-SELECT m.external_id AS member_id, b.available + x.lapsed + y.due AS available, b.pending - y.due AS pending,
-       b.held - x.lapsed AS held, b.lifetime_earned, b.lifetime_redeemed
+SELECT m.external_id AS member_id,
+       b.available + x.lapsed + y.due - z.expired AS available, b.pending - y.due AS pending,
+       b.held - x.lapsed AS held, b.lifetime_earned, b.lifetime_redeemed,
+       nx.at AS next_expiry_at, coalesce(nx.points, 0) AS next_expiry_points
 FROM members m
 JOIN member_balances b ON b.member_id = m.id
 CROSS JOIN LATERAL (
@@ -35,6 +38,20 @@ CROSS JOIN LATERAL (
     SELECT coalesce(sum(l.remaining), 0)::bigint AS due FROM lots l
     WHERE l.member_id = m.id AND l.pending AND l.available_at <= now()
 ) y
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(l.remaining), 0)::bigint AS expired FROM lots l
+    WHERE l.member_id = m.id AND l.remaining > 0 AND NOT l.pending
+      AND ((NOT l.expires_on_inactivity AND l.expires_at <= now())
+           OR (l.expires_on_inactivity AND b.activity_expires_at <= now()))
+) z
+LEFT JOIN LATERAL (
+    SELECT e.at, sum(e.remaining)::bigint AS points FROM (
+        SELECT CASE WHEN l.expires_on_inactivity THEN b.activity_expires_at ELSE l.expires_at END AS at,
+               l.remaining
+        FROM lots l WHERE l.member_id = m.id AND l.remaining > 0
+    ) e
+    WHERE e.at > now() GROUP BY e.at ORDER BY e.at LIMIT 1
+) nx ON true
 WHERE m.program_id = $1 AND m.external_id = $2
 """
 

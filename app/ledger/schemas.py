@@ -31,6 +31,8 @@ class Balance(BaseModel):
     held: int = Field(description="Reserved by open checkout holds")
     lifetime_earned: int = Field(description="Net points granted by earning and adjustments")
     lifetime_redeemed: int = Field(description="Net points spent")
+    next_expiry_at: datetime | None = Field(default=None, description="When the next points expire")
+    next_expiry_points: int = Field(default=0, description="How many points expire then")
 
 
 class Posting(BaseModel):

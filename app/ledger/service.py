@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -40,12 +42,31 @@ async def _raise_for_status(
     raise DomainError(_STATUS_ERRORS[status])
 
 
-async def adjust(conn: asyncpg.Connection, program_id: UUID, data: AdjustmentCreate) -> EntryWithBalance:
-    """Credit or debit a member by hand. A debit never takes ``available`` below zero."""
+async def _policy_expiry(
+    conn: asyncpg.Connection, program_id: UUID, timezone: str, occurred_at: datetime | None
+) -> tuple[datetime | None, bool]:
+    from app.expiry import queries as eq
+    from app.expiry.service import expiry_for, policy_from_row
+
+    at = occurred_at or datetime.now(UTC)
+    row = await conn.fetchrow(eq.CURRENT, program_id, at)
+    policy = policy_from_row(row["id"] if row else None, row["policy"] if row else None)
+    expiry = expiry_for(policy, at, None, ZoneInfo(timezone))
+    return expiry.expires_at, expiry.on_inactivity
+
+
+async def adjust(
+    conn: asyncpg.Connection, program_id: UUID, data: AdjustmentCreate, timezone: str = "UTC"
+) -> EntryWithBalance:
+    """Credit or debit a member by hand. A debit never takes ``available`` below zero. Credited points
+    expire at ``expires_at`` when given, else by the program's expiration policy."""
+    expires_at, on_inactivity = data.expires_at, False
+    if data.points > 0 and expires_at is None:
+        expires_at, on_inactivity = await _policy_expiry(conn, program_id, timezone, data.occurred_at)
     try:
         row = await conn.fetchrow(
             q.ADJUST, program_id, data.member_id, data.points, data.occurred_at,
-            data.external_ref, data.reason, data.metadata, data.expires_at,
+            data.external_ref, data.reason, data.metadata, expires_at, on_inactivity,
         )
     except asyncpg.UniqueViolationError as exc:
         raise DomainError("external_ref_conflict", f"external_ref {data.external_ref!r} already used.") from exc

@@ -86,14 +86,17 @@ END $$;
 -- repay nothing until they are activated.
 CREATE FUNCTION ledger_credit_lot(p_program uuid, p_member bigint, p_entry bigint, p_points bigint,
                                   p_available_before bigint, p_available_at timestamptz,
-                                  p_expires_at timestamptz, p_pending boolean)
+                                  p_expires_at timestamptz, p_pending boolean,
+                                  p_expires_on_inactivity boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_lot bigint;
     v_repay bigint := CASE WHEN p_pending THEN 0 ELSE least(p_points, greatest(0, -p_available_before)) END;
 BEGIN
-    INSERT INTO lots (program_id, member_id, entry_id, points, remaining, available_at, expires_at, pending)
-    VALUES (p_program, p_member, p_entry, p_points, p_points - v_repay, p_available_at, p_expires_at, p_pending)
+    INSERT INTO lots (program_id, member_id, entry_id, points, remaining, available_at, expires_at, pending,
+                      expires_on_inactivity)
+    VALUES (p_program, p_member, p_entry, p_points, p_points - v_repay, p_available_at, p_expires_at, p_pending,
+            p_expires_on_inactivity)
     RETURNING id INTO v_lot;
     IF v_repay > 0 THEN
         INSERT INTO lot_allocations (entry_id, lot_id, points) VALUES (p_entry, v_lot, v_repay);
@@ -146,13 +149,75 @@ BEGIN
     RETURN v_total;
 END $$;
 
+-- Expiry. A spendable lot is due when its own date has passed, or, for a lot earned under the
+-- activity policy, when the member's activity date has. Held points are outside `remaining`, so they
+-- never expire while held; a voided hold gives them back and they expire on the next run.
+CREATE FUNCTION ledger_has_due(p_member bigint, p_as_of timestamptz) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM lots l WHERE l.member_id = p_member AND l.remaining > 0 AND NOT l.pending
+                                           AND l.expires_at IS NOT NULL AND l.expires_at <= p_as_of)
+        OR EXISTS (SELECT 1 FROM member_balances b WHERE b.member_id = p_member AND b.activity_expires_at <= p_as_of
+                                                     AND b.available > 0)
+$$;
+
+-- Expire every due lot of a member in one 'expire' entry (available -> expired) for exactly their
+-- remaining points. Takes the member's lock. Idempotent: expired lots have nothing left.
+CREATE FUNCTION ledger_expire_member(p_member bigint, p_as_of timestamptz,
+                                     OUT expired_points bigint, OUT expired_lots integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_program uuid;
+    v_activity timestamptz;
+    v_entry bigint;
+BEGIN
+    SELECT program_id, activity_expires_at INTO v_program, v_activity
+      FROM member_balances WHERE member_id = p_member FOR UPDATE;
+    SELECT coalesce(sum(l.remaining), 0), count(*) INTO expired_points, expired_lots FROM lots l
+     WHERE l.member_id = p_member AND l.remaining > 0 AND NOT l.pending
+       AND ((NOT l.expires_on_inactivity AND l.expires_at <= p_as_of)
+            OR (l.expires_on_inactivity AND v_activity <= p_as_of));
+    IF expired_points = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO entries (program_id, member_id, kind, occurred_at, description, metadata)
+    VALUES (v_program, p_member, 'expire', p_as_of, 'points expired', jsonb_build_object('lots', expired_lots))
+    RETURNING id INTO v_entry;
+    INSERT INTO postings (entry_id, program_id, member_id, account, points) VALUES
+        (v_entry, v_program, p_member, 'available', -expired_points),
+        (v_entry, v_program, p_member, 'expired', expired_points);
+    WITH due AS (
+        SELECT l.id, l.remaining FROM lots l
+         WHERE l.member_id = p_member AND l.remaining > 0 AND NOT l.pending
+           AND ((NOT l.expires_on_inactivity AND l.expires_at <= p_as_of)
+                OR (l.expires_on_inactivity AND v_activity <= p_as_of))
+    ), emptied AS (
+        UPDATE lots SET remaining = 0 FROM due WHERE lots.id = due.id
+    )
+    INSERT INTO lot_allocations (entry_id, lot_id, points) SELECT v_entry, due.id, due.remaining FROM due;
+    UPDATE member_balances SET available = available - expired_points WHERE member_id = p_member;
+END $$;
+
+-- Before a debit: release lapsed holds, activate due pending points, expire due lots, so the debit
+-- sees exactly what reads show, whether or not the jobs have run.
+CREATE FUNCTION ledger_settle_member(p_member bigint, p_now timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM lots l WHERE l.member_id = p_member AND l.pending AND l.available_at <= p_now) THEN
+        PERFORM ledger_activate_due(p_member, p_now);
+    END IF;
+    IF ledger_has_due(p_member, p_now) THEN
+        PERFORM ledger_expire_member(p_member, p_now);
+    END IF;
+END $$;
+
 -- 4. Manual adjustment: credit (a new lot) or debit (FIFO by expiry, never below zero).
 --    p_occurred_at NULL means now (the transaction's time, so it equals recorded_at).
 --    The balance row is updated first: it takes the member's lock and checks the overdraft in one
 --    statement, so a refused debit has written nothing.
 CREATE FUNCTION ledger_adjust(p_program uuid, p_member_ref text, p_points bigint, p_occurred_at timestamptz,
                               p_external_ref text, p_description text, p_metadata jsonb,
-                              p_expires_at timestamptz)
+                              p_expires_at timestamptz, p_expires_on_inactivity boolean DEFAULT false)
 RETURNS TABLE (status text, entry_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -167,9 +232,8 @@ BEGIN
         RETURN;
     END IF;
 
-    IF p_points < 0 AND EXISTS (SELECT 1 FROM lots l WHERE l.member_id = v_member AND l.pending
-                                                   AND l.available_at <= now()) THEN
-        PERFORM ledger_activate_due(v_member, now());
+    IF p_points < 0 THEN
+        PERFORM ledger_settle_member(v_member, now());
     END IF;
 
     UPDATE member_balances mb
@@ -192,7 +256,7 @@ BEGIN
 
     IF p_points > 0 THEN
         PERFORM ledger_credit_lot(p_program, v_member, v_entry, p_points, v_before,
-                                  coalesce(p_occurred_at, now()), p_expires_at, false);
+                                  coalesce(p_occurred_at, now()), p_expires_at, false, p_expires_on_inactivity);
     ELSIF ledger_consume_lots(v_member, v_entry, -p_points) <> 0 THEN
         RAISE EXCEPTION 'lots of member % do not cover its available balance', v_member
             USING ERRCODE = 'data_corrupted';

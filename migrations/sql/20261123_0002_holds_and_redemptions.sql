@@ -125,9 +125,7 @@ BEGIN
                                        AND h.expires_at <= p_occurred_at) THEN
         PERFORM ledger_release_member_expired(v_member, p_occurred_at);
     END IF;
-    IF EXISTS (SELECT 1 FROM lots l WHERE l.member_id = v_member AND l.pending AND l.available_at <= p_occurred_at) THEN
-        PERFORM ledger_activate_due(v_member, p_occurred_at);
-    END IF;
+    PERFORM ledger_settle_member(v_member, p_occurred_at);
 
     UPDATE member_balances mb
        SET available = mb.available - p_points,

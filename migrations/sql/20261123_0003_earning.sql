@@ -4,12 +4,15 @@
 
 -- Find (or enrol) the member, take its lock, and gather what the evaluation needs: birthday, whether
 -- this is a first purchase, purchase points already earned that local day and month (caps), the rule
--- version in force at p_occurred_at, and any purchase already posted with this order id.
+-- version, expiration policy and tier configuration in force at p_occurred_at, the member's tier then
+-- and now, and any purchase already posted with this order id.
 CREATE FUNCTION ledger_purchase_context(p_program uuid, p_member_ref text, p_enrol boolean, p_order_id text,
                                         p_occurred_at timestamptz, p_tz text)
 RETURNS TABLE (status text, member_pk bigint, birthday date, first_purchase boolean, earned_today bigint,
                earned_this_month bigint, rule_version_id bigint, rules jsonb, existing_purchase_id bigint,
-               existing_hash bytea)
+               existing_hash bytea, policy_version_id bigint, policy jsonb, tier_config_id bigint,
+               tier_config_version integer, tier_config jsonb, tier_then text, tier text,
+               tier_valid_until timestamptz, manual_tier text, manual_until timestamptz)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -25,7 +28,9 @@ BEGIN
     IF NOT FOUND THEN
         IF NOT p_enrol THEN
             RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint, NULL::date, NULL::boolean, NULL::bigint,
-                                NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint, NULL::bytea;
+                                NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint, NULL::bytea, NULL::bigint,
+                                NULL::jsonb, NULL::bigint, NULL::integer, NULL::jsonb, NULL::text, NULL::text,
+                                NULL::timestamptz, NULL::text, NULL::timestamptz;
             RETURN;
         END IF;
         INSERT INTO members (program_id, external_id) VALUES (p_program, p_member_ref)
@@ -49,20 +54,53 @@ BEGIN
            (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p
              WHERE p.member_id = v_member AND p.occurred_at >= v_month_start
                AND p.occurred_at < v_month_start + interval '1 month'),
-           v.id, v.rules, v_existing.id, v_existing.content_hash
+           v.id, v.rules, v_existing.id, v_existing.content_hash,
+           x.id, x.policy, t.id, t.version, t.config,
+           (SELECT h.to_tier FROM tier_history h WHERE h.member_id = v_member AND h.changed_at <= p_occurred_at
+             ORDER BY h.changed_at DESC, h.id DESC LIMIT 1),
+           mt.tier, mt.valid_until, mt.manual_tier, mt.manual_until
       FROM (SELECT 1) one
       LEFT JOIN LATERAL (
           SELECT r.id, r.rules FROM earn_rule_versions r
            WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
            ORDER BY r.effective_from DESC, r.version DESC LIMIT 1
-      ) v ON true;
+      ) v ON true
+      LEFT JOIN LATERAL (
+          SELECT e.id, e.policy FROM expiration_policy_versions e
+           WHERE e.program_id = p_program AND e.effective_from <= p_occurred_at
+           ORDER BY e.effective_from DESC, e.version DESC LIMIT 1
+      ) x ON true
+      LEFT JOIN LATERAL (
+          SELECT c.id, c.version, c.config FROM tier_config_versions c
+           WHERE c.program_id = p_program AND c.effective_from <= p_occurred_at
+           ORDER BY c.effective_from DESC, c.version DESC LIMIT 1
+      ) t ON true
+      LEFT JOIN member_tiers mt ON mt.member_id = v_member;
+END $$;
+
+-- A qualifying activity under the activity expiry policy pushes the member's activity date out. Points
+-- already due are expired first, so an activity never revives points that had lapsed.
+CREATE FUNCTION ledger_note_activity(p_member bigint, p_activity_expires_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_activity_expires_at IS NULL THEN
+        RETURN;
+    END IF;
+    IF ledger_has_due(p_member, now()) THEN
+        PERFORM ledger_expire_member(p_member, now());
+    END IF;
+    UPDATE member_balances
+       SET activity_expires_at = greatest(coalesce(activity_expires_at, p_activity_expires_at), p_activity_expires_at)
+     WHERE member_id = p_member;
 END $$;
 
 -- Post a purchase's award (the member's lock is held from ledger_purchase_context): an 'earn' entry
 -- from `issued` to the member's pending or available account, its lot, and the purchase record.
 CREATE FUNCTION ledger_earn(p_program uuid, p_member bigint, p_order_id text, p_occurred_at timestamptz,
                             p_hash bytea, p_purchase jsonb, p_rule_version bigint, p_award jsonb,
-                            p_points bigint, p_available_at timestamptz, p_expires_at timestamptz)
+                            p_points bigint, p_available_at timestamptz, p_expires_at timestamptz,
+                            p_expires_on_inactivity boolean, p_activity_expires_at timestamptz,
+                            p_qualifying_points bigint, p_eligible_amount numeric)
 RETURNS TABLE (purchase_id bigint, entry_id bigint, lot_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -73,6 +111,7 @@ DECLARE
     v_before bigint;
     v_purchase bigint;
 BEGIN
+    PERFORM ledger_note_activity(p_member, p_activity_expires_at);
     IF p_points > 0 THEN
         INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
         VALUES (p_program, p_member, 'earn', p_occurred_at, p_order_id, 'purchase',
@@ -88,12 +127,12 @@ BEGIN
          WHERE mb.member_id = p_member
         RETURNING mb.available - CASE WHEN v_pending THEN 0 ELSE p_points END INTO v_before;
         v_lot := ledger_credit_lot(p_program, p_member, v_entry, p_points, v_before, p_available_at,
-                                   p_expires_at, v_pending);
+                                   p_expires_at, v_pending, p_expires_on_inactivity);
     END IF;
     INSERT INTO purchases (program_id, member_id, order_id, occurred_at, content_hash, purchase, rule_version_id,
-                           award, points, entry_id, lot_id)
+                           award, points, qualifying_points, eligible_amount, entry_id, lot_id)
     VALUES (p_program, p_member, p_order_id, p_occurred_at, p_hash, p_purchase, p_rule_version, p_award,
-            p_points, v_entry, v_lot)
+            p_points, p_qualifying_points, p_eligible_amount, v_entry, v_lot)
     RETURNING id INTO v_purchase;
     RETURN QUERY SELECT v_purchase, v_entry, v_lot;
 END $$;
@@ -203,40 +242,38 @@ END $$;
 CREATE FUNCTION ledger_event_context(p_program uuid, p_member_ref text, p_enrol boolean, p_event_id text,
                                      p_name text, p_occurred_at timestamptz, p_tz text)
 RETURNS TABLE (status text, member_pk bigint, count_today integer, count_this_month integer, count_ever integer,
-               rule_version_id bigint, rules jsonb, existing_event_id bigint)
+               rule_version_id bigint, rules jsonb, existing_event_id bigint, policy_version_id bigint, policy jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_member bigint;
+    c record;
     v_local timestamp := p_occurred_at AT TIME ZONE p_tz;
     v_day_start timestamptz := date_trunc('day', v_local) AT TIME ZONE p_tz;
     v_month_start timestamptz := date_trunc('month', v_local) AT TIME ZONE p_tz;
 BEGIN
-    SELECT c.member_pk INTO v_member
-      FROM ledger_purchase_context(p_program, p_member_ref, p_enrol, '', p_occurred_at, p_tz) c;
-    IF v_member IS NULL THEN
-        RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint, NULL::integer, NULL::integer, NULL::integer,
-                            NULL::bigint, NULL::jsonb, NULL::bigint;
+    SELECT * INTO c FROM ledger_purchase_context(p_program, p_member_ref, p_enrol, '', p_occurred_at, p_tz);
+    IF c.status <> 'ok' THEN
+        RETURN QUERY SELECT c.status, NULL::bigint, NULL::integer, NULL::integer, NULL::integer,
+                            NULL::bigint, NULL::jsonb, NULL::bigint, NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
     RETURN QUERY
-    SELECT 'ok'::text, v_member,
+    SELECT 'ok'::text, c.member_pk,
            count(*) FILTER (WHERE e.occurred_at >= v_day_start AND e.occurred_at < v_day_start + interval '1 day')::integer,
            count(*) FILTER (WHERE e.occurred_at >= v_month_start
                               AND e.occurred_at < v_month_start + interval '1 month')::integer,
            count(*)::integer,
-           (SELECT r.id FROM earn_rule_versions r WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
-             ORDER BY r.effective_from DESC, r.version DESC LIMIT 1),
-           (SELECT r.rules FROM earn_rule_versions r WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
-             ORDER BY r.effective_from DESC, r.version DESC LIMIT 1),
-           (SELECT x.id FROM member_events x WHERE x.program_id = p_program AND x.event_id = p_event_id)
+           c.rule_version_id, c.rules,
+           (SELECT x.id FROM member_events x WHERE x.program_id = p_program AND x.event_id = p_event_id),
+           c.policy_version_id, c.policy
       FROM member_events e
-     WHERE e.member_id = v_member AND e.name = p_name AND e.points > 0;
+     WHERE e.member_id = c.member_pk AND e.name = p_name AND e.points > 0;
 END $$;
 
 -- Post a custom event's points: immediately available (events have no return window).
 CREATE FUNCTION ledger_event(p_program uuid, p_member bigint, p_event_id text, p_name text,
-                             p_occurred_at timestamptz, p_points bigint, p_expires_at timestamptz, p_metadata jsonb)
+                             p_occurred_at timestamptz, p_points bigint, p_expires_at timestamptz, p_metadata jsonb,
+                             p_expires_on_inactivity boolean, p_activity_expires_at timestamptz)
 RETURNS TABLE (event_pk bigint, entry_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -245,6 +282,7 @@ DECLARE
     v_before bigint;
     v_event bigint;
 BEGIN
+    PERFORM ledger_note_activity(p_member, p_activity_expires_at);
     IF p_points > 0 THEN
         INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
         VALUES (p_program, p_member, 'event', p_occurred_at, p_event_id, p_name,
@@ -257,10 +295,47 @@ BEGIN
                                       lifetime_earned = mb.lifetime_earned + p_points
          WHERE mb.member_id = p_member
         RETURNING mb.available - p_points INTO v_before;
-        PERFORM ledger_credit_lot(p_program, p_member, v_entry, p_points, v_before, p_occurred_at, p_expires_at, false);
+        PERFORM ledger_credit_lot(p_program, p_member, v_entry, p_points, v_before, p_occurred_at, p_expires_at, false,
+                                  p_expires_on_inactivity);
     END IF;
     INSERT INTO member_events (program_id, member_id, event_id, name, occurred_at, points, entry_id)
     VALUES (p_program, p_member, p_event_id, p_name, p_occurred_at, p_points, v_entry)
     RETURNING id INTO v_event;
     RETURN QUERY SELECT v_event, v_entry;
+END $$;
+
+-- The expiry sweep: up to p_limit members after p_after (in id order, so a crashed run resumes where
+-- it stopped and two runs lock members in the same order) with lots due by p_as_of, each expired by
+-- ledger_expire_member. One call is one batch, committed by the caller.
+CREATE FUNCTION ledger_expire_batch(p_as_of timestamptz, p_after bigint, p_limit integer)
+RETURNS TABLE (members integer, lots integer, points bigint, last_member bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+    x record;
+    v_members integer := 0;
+    v_lots integer := 0;
+    v_points bigint := 0;
+    v_last bigint;
+BEGIN
+    FOR r IN
+        SELECT c.member_id FROM (
+            (SELECT DISTINCT l.member_id FROM lots l
+              WHERE l.remaining > 0 AND NOT l.pending AND l.expires_at IS NOT NULL AND l.expires_at <= p_as_of
+                AND l.member_id > p_after
+              ORDER BY l.member_id LIMIT p_limit)
+            UNION
+            (SELECT b.member_id FROM member_balances b
+              WHERE b.activity_expires_at <= p_as_of AND b.available > 0 AND b.member_id > p_after
+              ORDER BY b.member_id LIMIT p_limit)
+        ) c ORDER BY c.member_id LIMIT p_limit
+    LOOP
+        SELECT * INTO x FROM ledger_expire_member(r.member_id, p_as_of);
+        v_members := v_members + 1;
+        v_lots := v_lots + x.expired_lots;
+        v_points := v_points + x.expired_points;
+        v_last := r.member_id;
+    END LOOP;
+    RETURN QUERY SELECT v_members, v_lots, v_points, v_last;
 END $$;

@@ -1,4 +1,5 @@
-"""earning: earn rule versions, purchases, returns, custom events.
+"""earning, expiry and tiers: earn rule versions, purchases, returns, custom events, expiration policy
+versions, tier configurations, member tiers and their history.
 
 The SQL functions are in migrations/sql/20261123_0003_earning.sql.
 
@@ -67,6 +68,8 @@ def upgrade() -> None:
     sa.Column('rule_version_id', sa.BigInteger(), nullable=True),
     sa.Column('award', postgresql.JSONB(astext_type=sa.Text()), nullable=False, comment='the evaluation with its breakdown'),
     sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('qualifying_points', sa.BigInteger(), server_default='0', nullable=False, comment='points of the lines (order bonuses excluded), for the tier metric'),
+    sa.Column('eligible_amount', sa.Numeric(precision=24, scale=6), server_default='0', nullable=False, comment='spend that earned points, for the tier metric'),
     sa.Column('clawed_back_points', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('entry_id', sa.BigInteger(), nullable=True, comment='NULL when nothing was awarded'),
     sa.Column('lot_id', sa.BigInteger(), nullable=True),
@@ -97,6 +100,63 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_purchase_returns')),
     sa.UniqueConstraint('purchase_id', 'return_id', name=op.f('uq_purchase_returns_purchase_id_return_id'))
     )
+    # expiration policies and tiers
+    op.create_table('expiration_policy_versions',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('program_id', sa.UUID(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('effective_from', sa.DateTime(timezone=True), nullable=False, comment='lots created at or after this get their expiry from this version'),
+    sa.Column('policy', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['program_id'], ['programs.id'], name=op.f('fk_expiration_policy_versions_program_id_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_expiration_policy_versions')),
+    sa.UniqueConstraint('program_id', 'version', name=op.f('uq_expiration_policy_versions_program_id_version'))
+    )
+    op.create_index(op.f('ix_expiration_policy_versions_program_id_effective_from'), 'expiration_policy_versions', ['program_id', 'effective_from'], unique=False)
+    op.create_table('tier_config_versions',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('program_id', sa.UUID(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('effective_from', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('config', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['program_id'], ['programs.id'], name=op.f('fk_tier_config_versions_program_id_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tier_config_versions')),
+    sa.UniqueConstraint('program_id', 'version', name=op.f('uq_tier_config_versions_program_id_version'))
+    )
+    op.create_index(op.f('ix_tier_config_versions_program_id_effective_from'), 'tier_config_versions', ['program_id', 'effective_from'], unique=False)
+    op.create_table('member_tiers',
+    sa.Column('member_id', sa.BigInteger(), nullable=False),
+    sa.Column('program_id', sa.UUID(), nullable=False),
+    sa.Column('tier', sa.Text(), nullable=False),
+    sa.Column('valid_until', sa.DateTime(timezone=True), nullable=True, comment='NULL: the base tier, never lapses'),
+    sa.Column('manual_tier', sa.Text(), nullable=True, comment='a manual assignment holds this tier at least until manual_until'),
+    sa.Column('manual_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('since', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('evaluated_at', sa.DateTime(timezone=True), nullable=True, comment='last run of the evaluation job for this member'),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_member_tiers_member_id_members')),
+    sa.ForeignKeyConstraint(['program_id'], ['programs.id'], name=op.f('fk_member_tiers_program_id_programs')),
+    sa.PrimaryKeyConstraint('member_id', name=op.f('pk_member_tiers'))
+    )
+    op.create_index(op.f('ix_member_tiers_program_id_member_id'), 'member_tiers', ['program_id', 'member_id'], unique=False)
+    op.create_table('tier_history',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
+    sa.Column('program_id', sa.UUID(), nullable=False),
+    sa.Column('member_id', sa.BigInteger(), nullable=False),
+    sa.Column('from_tier', sa.Text(), nullable=True),
+    sa.Column('to_tier', sa.Text(), nullable=False),
+    sa.Column('valid_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('source', sa.Text(), nullable=False, comment='purchase, evaluation or manual'),
+    sa.Column('reference', sa.Text(), nullable=True, comment="order id, job run, or the admin's reason"),
+    sa.Column('config_version', sa.Integer(), nullable=True),
+    sa.Column('changed_at', sa.DateTime(timezone=True), nullable=False, comment="business time of the change (a purchase's occurred_at, the job's as-of)"),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_tier_history_member_id_members')),
+    sa.ForeignKeyConstraint(['program_id'], ['programs.id'], name=op.f('fk_tier_history_program_id_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tier_history'))
+    )
+    op.create_index(op.f('ix_tier_history_member_id_changed_at'), 'tier_history', ['member_id', 'changed_at'], unique=False)
     # ### end Alembic commands ###
     run_sql_file(SQL)
 
@@ -105,9 +165,18 @@ def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     for fn in (
         "ledger_event", "ledger_event_context", "ledger_clawback", "ledger_return_context", "ledger_earn",
+        "ledger_note_activity", "ledger_expire_batch",
         "ledger_purchase_context",
     ):
         op.execute(f"DROP FUNCTION IF EXISTS {fn} CASCADE")
+    op.drop_index(op.f('ix_tier_history_member_id_changed_at'), table_name='tier_history')
+    op.drop_table('tier_history')
+    op.drop_index(op.f('ix_member_tiers_program_id_member_id'), table_name='member_tiers')
+    op.drop_table('member_tiers')
+    op.drop_index(op.f('ix_tier_config_versions_program_id_effective_from'), table_name='tier_config_versions')
+    op.drop_table('tier_config_versions')
+    op.drop_index(op.f('ix_expiration_policy_versions_program_id_effective_from'), table_name='expiration_policy_versions')
+    op.drop_table('expiration_policy_versions')
     op.drop_table('purchase_returns')
     op.drop_index(op.f('ix_purchases_member_id_occurred_at'), table_name='purchases')
     op.drop_table('purchases')

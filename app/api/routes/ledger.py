@@ -59,7 +59,7 @@ async def create_adjustment(
     hand, with a reason. A debit never takes `available` below zero."""
 
     async def effect(conn: asyncpg.Connection) -> tuple[int, EntryWithBalance]:
-        return 201, await service.adjust(conn, principal.program_id, body)
+        return 201, await service.adjust(conn, principal.program_id, body, principal.timezone)
 
     return await run_idempotent(request, principal, idempotency_key, body, effect)
 

@@ -1,0 +1,32 @@
+"""All SQL of expiration: policy versions, the sweep, expiring-soon lists."""
+
+INSERT_VERSION = """
+INSERT INTO expiration_policy_versions (program_id, version, effective_from, policy)
+SELECT $1, coalesce(max(version), 0) + 1, coalesce($2, now()), $3 FROM expiration_policy_versions WHERE program_id = $1
+RETURNING version, effective_from, created_at, policy
+"""
+LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('expiration_policy:' || $1::uuid::text, 0))"
+CURRENT = """
+SELECT id, version, effective_from, created_at, policy FROM expiration_policy_versions
+WHERE program_id = $1 AND effective_from <= $2 ORDER BY effective_from DESC, version DESC LIMIT 1
+"""
+VERSIONS = """
+SELECT version, effective_from, created_at, policy FROM expiration_policy_versions WHERE program_id = $1
+ORDER BY version
+"""
+EXPIRE_BATCH = "SELECT * FROM ledger_expire_batch($1, $2, $3)"
+EXPIRING = """
+WITH m AS (
+    SELECT m.id, b.activity_expires_at FROM members m JOIN member_balances b ON b.member_id = m.id
+    WHERE m.program_id = $1 AND m.external_id = $2
+), lots_due AS (
+    SELECT CASE WHEN l.expires_on_inactivity THEN m.activity_expires_at ELSE l.expires_at END AS expires_at,
+           l.remaining
+    FROM m JOIN lots l ON l.member_id = m.id
+    WHERE l.remaining > 0
+)
+SELECT (SELECT count(*) FROM m) AS found, d.expires_at, sum(d.remaining)::bigint AS points
+FROM (SELECT 1) one
+LEFT JOIN lots_due d ON d.expires_at > now() AND d.expires_at <= now() + make_interval(days => $3)
+GROUP BY d.expires_at ORDER BY d.expires_at
+"""

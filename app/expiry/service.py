@@ -1,0 +1,152 @@
+"""Expiration: policy versions, the expiry sweep, expiring-soon lists."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+from app.expiry import queries as q
+from app.expiry.policy import NEVER, Activity, ExpirationPolicy, activity_expires_at, lot_expires_at
+from app.programs.context import Principal
+
+
+class PolicyUpdate(ExpirationPolicy):
+    effective_from: datetime | None = Field(
+        default=None, description="Lots created from this time on get their expiry from this version; default now")
+
+
+class PolicyVersion(BaseModel):
+    version: int = Field(description="0: the default (points never expire) before any PUT")
+    effective_from: datetime | None
+    created_at: datetime | None
+    policy: ExpirationPolicy
+
+
+class PolicyVersionList(BaseModel):
+    data: list[PolicyVersion]
+
+
+class ExpiringBucket(BaseModel):
+    expires_at: datetime = Field(description="First instant the points are no longer available")
+    date: str = Field(description="Local date (program time zone) on which they are gone")
+    points: int
+
+
+class ExpiringList(BaseModel):
+    member_id: str
+    within_days: int
+    data: list[ExpiringBucket]
+
+
+@lru_cache(maxsize=512)
+def _parse(version_id: int, raw: str) -> ExpirationPolicy:
+    return ExpirationPolicy.model_validate_json(raw)
+
+
+def policy_from_row(version_id: int | None, raw: Any) -> ExpirationPolicy:
+    """The policy of a stored version (validated once per process; versions are immutable)."""
+    if version_id is None:
+        return NEVER
+    return _parse(version_id, json.dumps(raw, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class LotExpiry:
+    """What a new lot's expiry is, and what the activity does to the member's activity date."""
+
+    expires_at: datetime | None
+    on_inactivity: bool
+    activity_expires_at: datetime | None
+
+
+def expiry_for(policy: ExpirationPolicy, occurred_at: datetime, activity: Activity | None, tz: ZoneInfo) -> LotExpiry:
+    """A new lot's expiry under ``policy``; ``activity`` says whether this credit is a qualifying activity."""
+    pushed = activity_expires_at(policy, occurred_at, activity, tz) if activity is not None else None
+    return LotExpiry(lot_expires_at(policy, occurred_at, tz), policy.kind == "activity", pushed)
+
+
+async def put_policy(conn: asyncpg.Connection, p: Principal, data: PolicyUpdate) -> PolicyVersion:
+    policy = ExpirationPolicy.model_validate(data.model_dump(exclude={"effective_from"}))
+    await conn.execute(q.LOCK, p.program_id)
+    row = await conn.fetchrow(q.INSERT_VERSION, p.program_id, data.effective_from, policy.model_dump(mode="json"))
+    return PolicyVersion(**dict(row))
+
+
+async def current_policy(conn: asyncpg.Connection | asyncpg.Pool, p: Principal,
+                         at: datetime | None = None) -> tuple[int | None, PolicyVersion]:
+    row = await conn.fetchrow(q.CURRENT, p.program_id, at or datetime.now(UTC))
+    if row is None:
+        return None, PolicyVersion(version=0, effective_from=None, created_at=None, policy=NEVER)
+    return row["id"], PolicyVersion(**{k: row[k] for k in ("version", "effective_from", "created_at", "policy")})
+
+
+async def policy_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> list[PolicyVersion]:
+    return [PolicyVersion(**dict(r)) for r in await conn.fetch(q.VERSIONS, p.program_id)]
+
+
+async def expiring(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, member_ref: str,
+                   within_days: int) -> ExpiringList:
+    from app.errors import DomainError
+
+    rows = await conn.fetch(q.EXPIRING, p.program_id, member_ref, within_days)
+    if not rows or rows[0]["found"] == 0:
+        raise DomainError("member_not_found")
+    tz = ZoneInfo(p.timezone)
+    buckets = [
+        ExpiringBucket(expires_at=r["expires_at"], date=r["expires_at"].astimezone(tz).date().isoformat(),
+                       points=r["points"])
+        for r in rows if r["expires_at"] is not None
+    ]
+    return ExpiringList(member_id=member_ref, within_days=within_days, data=buckets)
+
+
+@dataclass
+class SweepResult:
+    members: int = 0
+    lots: int = 0
+    points: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+
+async def expire_due(pool: asyncpg.Pool, as_of: datetime | None = None, batch: int = 500,
+                     progress: Callable[[SweepResult], None] | None = None) -> SweepResult:
+    """Expire every lot due by ``as_of`` (default now): one transaction per batch of members, walking
+    member ids upwards, so a crash loses at most the batch in flight and a rerun (or a concurrent run)
+    finds nothing left to expire twice."""
+    as_of = as_of or datetime.now(UTC)
+    result = SweepResult()
+    started = time.perf_counter()
+    after = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 0")
+            row = await conn.fetchrow(q.EXPIRE_BATCH, as_of, after, batch)
+        if not row["members"]:
+            break
+        result.members += row["members"]
+        result.lots += row["lots"]
+        result.points += row["points"]
+        result.batches += 1
+        after = row["last_member"]
+        result.seconds = time.perf_counter() - started
+        if progress:
+            progress(result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+async def expire_now(pool: asyncpg.Pool) -> int:
+    """Scheduler job: the sweep as of now."""
+    return (await expire_due(pool)).points
+
+
