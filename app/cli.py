@@ -207,6 +207,7 @@ def _as_of(value: str | None) -> Any:
 def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     as_of = _as_of(args.as_of)
     url = _database_url(settings)
+    show = sys.stderr.isatty() or args.progress
 
     def progress(r: Any) -> None:
         rate = r.lots / r.seconds if r.seconds else 0.0
@@ -219,13 +220,41 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
 
         pool = await create_pool(url, min_size=1, max_size=2)
         try:
-            return await expire_due(pool, as_of, args.batch, progress if sys.stderr.isatty() or args.progress else None)
+            return await expire_due(pool, as_of, args.batch, progress if show else None)
         finally:
             await pool.close()
 
     r = asyncio.run(run())
-    print(file=sys.stderr) if r.batches and (sys.stderr.isatty() or args.progress) else None
+    if show and r.batches:
+        print(file=sys.stderr)
     print(f"expired {r.points} points in {r.lots} lots of {r.members} members in {r.seconds:.2f}s")
+    return 0
+
+
+def cmd_evaluate_tiers(args: argparse.Namespace, settings: Settings) -> int:
+    as_of = _as_of(args.as_of)
+    url = _database_url(settings)
+    show = sys.stderr.isatty() or args.progress
+
+    def progress(r: Any) -> None:
+        print(f"\revaluate-tiers: {r.members} members, {r.changed} changed ({r.upgraded} up, {r.downgraded} down)",
+              end="", file=sys.stderr, flush=True)
+
+    async def run() -> Any:
+        from app.db.pool import create_pool
+        from app.tiers.service import evaluate_all
+
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            return await evaluate_all(pool, as_of, args.batch, progress if show else None)
+        finally:
+            await pool.close()
+
+    r = asyncio.run(run())
+    if show and r.members:
+        print(file=sys.stderr)
+    print(f"evaluated {r.members} members: {r.changed} changed ({r.upgraded} up, {r.downgraded} down) "
+          f"in {r.seconds:.2f}s")
     return 0
 
 
@@ -290,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=500, help="members per transaction")
     p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
     p.set_defaults(func=cmd_expire)
+
+    p = sub.add_parser("evaluate-tiers", help="re-qualify every member's tier as of --as-of (default now)")
+    p.add_argument("--as-of", help="ISO timestamp with zone")
+    p.add_argument("--batch", type=int, default=500, help="members per transaction")
+    p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    p.set_defaults(func=cmd_evaluate_tiers)
 
     p = sub.add_parser("purge-idempotency-keys", help="delete idempotency keys past retention")
     p.add_argument("--days", type=int)

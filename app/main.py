@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.auth import KeyCache
 from app.api.problems import Problem, install_handlers
-from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption
+from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
 from app.config import Settings, get_settings
 from app.db.bootstrap import resolve_database_url_async
 from app.db.migrate import head_revision
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, expiry, admin):
+    for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):
         app.include_router(module.router)
     # CORS is closed by default: no origins allowed unless configured.
     if settings.cors_origins:

@@ -26,7 +26,7 @@ async def test_credit_then_debit_updates_balance_and_history(tenant):
     ]
     assert body["balance"] == {"member_id": "a1", "available": 250, "pending": 0, "held": 0,
                                "lifetime_earned": 250, "lifetime_redeemed": 0, "next_expiry_at": None,
-                               "next_expiry_points": 0}
+                               "next_expiry_points": 0, "tier": None}
     r = await tenant.adjust("a1", -50)
     assert r.status_code == 201
     assert r.json()["balance"]["available"] == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -18,6 +19,8 @@ from app.earning import queries as q
 from app.earning.rules import (
     Award,
     BaseRate,
+    Conditions,
+    EarnRule,
     EventAward,
     MemberFacts,
     ReturnRequest,
@@ -47,6 +50,8 @@ from app.expiry.service import expiry_for, policy_from_row
 from app.ledger.service import get_balance
 from app.money import fits_currency
 from app.programs.context import Principal
+from app.tiers.policy import TierConfig, tier_multiplier
+from app.tiers.service import after_purchase, config_from_row
 
 DEFAULT_RULES = RuleSet(base=BaseRate(points_per_unit=Decimal(1)))
 
@@ -61,6 +66,19 @@ def _rules(version_id: int | None, raw: Any) -> RuleSet:
     if version_id is None:
         return DEFAULT_RULES
     return _parse_rules(version_id, json.dumps(raw, sort_keys=True))
+
+
+def with_tier_multiplier(rules: RuleSet, config: TierConfig | None, tier: str | None) -> RuleSet:
+    """The tier's earn multiplier as one more stacking multiplier rule (applied last), so it shows in the
+    breakdown like any other rule. The member's tier is the one held at the purchase's occurred_at, before
+    this purchase: an upgrade earned by a purchase applies from the next one."""
+    factor = tier_multiplier(config, tier) if config is not None else Decimal(1)
+    if factor == 1 or tier is None:
+        return rules
+    rule_id = "tier:" + re.sub(r"[^A-Za-z0-9._:\-]", "-", tier)[:59]
+    rule = EarnRule(id=rule_id, kind="multiplier", factor=factor, priority=1_000_000,
+                    description=f"{tier} tier multiplier", conditions=Conditions(tiers=[tier]))
+    return rules.model_copy(update={"rules": [*rules.rules, rule]})
 
 
 def content_hash(model: BaseModel) -> bytes:
@@ -143,7 +161,10 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
         return 200, PurchaseResult(purchase=existing, balance=balance, replayed=True)
 
     rules = _rules(ctx["rule_version_id"], ctx["rules"])
-    facts = MemberFacts(tier=ctx["tier_then"], birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
+    tier_config = config_from_row(ctx["tier_config_id"], ctx["tier_config"])
+    tier = ctx["tier_then"] or (tier_config.tiers[0].name if tier_config else None)
+    rules = with_tier_multiplier(rules, tier_config, tier)
+    facts = MemberFacts(tier=tier, birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
                         earned_today=ctx["earned_today"], earned_this_month=ctx["earned_this_month"])
     tz = ZoneInfo(p.timezone)
     award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
@@ -159,8 +180,9 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
         )
     except asyncpg.UniqueViolationError:
         raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
-    purchase = await get_purchase(conn, p, data.order_id)
     assert row is not None
+    await after_purchase(conn, p, ctx, occurred_at, data.order_id)
+    purchase = await get_purchase(conn, p, data.order_id)
     return 201, PurchaseResult(purchase=purchase, balance=await get_balance(conn, p.program_id, data.member_id))
 
 

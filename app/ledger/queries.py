@@ -27,9 +27,10 @@ BALANCE = """
 SELECT m.external_id AS member_id,
        b.available + x.lapsed + y.due - z.expired AS available, b.pending - y.due AS pending,
        b.held - x.lapsed AS held, b.lifetime_earned, b.lifetime_redeemed,
-       nx.at AS next_expiry_at, coalesce(nx.points, 0) AS next_expiry_points
+       nx.at AS next_expiry_at, coalesce(nx.points, 0) AS next_expiry_points, mt.tier
 FROM members m
 JOIN member_balances b ON b.member_id = m.id
+LEFT JOIN member_tiers mt ON mt.member_id = m.id
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(h.points), 0)::bigint AS lapsed FROM holds h
     WHERE h.member_id = m.id AND h.status = 'open' AND h.expires_at <= now()

@@ -33,6 +33,7 @@ class Balance(BaseModel):
     lifetime_redeemed: int = Field(description="Net points spent")
     next_expiry_at: datetime | None = Field(default=None, description="When the next points expire")
     next_expiry_points: int = Field(default=0, description="How many points expire then")
+    tier: str | None = Field(default=None, description="Current tier (null until the first purchase or evaluation)")
 
 
 class Posting(BaseModel):

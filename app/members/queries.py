@@ -32,4 +32,7 @@ SELECT * FROM m
 """
 
 
-GET = f"SELECT {_COLUMNS} FROM members WHERE program_id = $1 AND external_id = $2"
+GET = f"""
+SELECT {_COLUMNS}, (SELECT t.tier FROM member_tiers t WHERE t.member_id = members.id) AS tier
+FROM members WHERE program_id = $1 AND external_id = $2
+"""

@@ -33,3 +33,4 @@ class Member(BaseModel):
     attributes: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    tier: str | None = Field(default=None, description="Current tier, if the program has tiers")

@@ -1,0 +1,69 @@
+"""All SQL of tiers: configuration versions, member tier state and history, the qualifying metric."""
+
+INSERT_VERSION = """
+INSERT INTO tier_config_versions (program_id, version, effective_from, config)
+SELECT $1, coalesce(max(version), 0) + 1, coalesce($2, now()), $3 FROM tier_config_versions WHERE program_id = $1
+RETURNING id, version, effective_from, created_at, config
+"""
+LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('tiers:' || $1::uuid::text, 0))"
+CURRENT = """
+SELECT id, version, effective_from, created_at, config FROM tier_config_versions
+WHERE program_id = $1 AND effective_from <= $2 ORDER BY effective_from DESC, version DESC LIMIT 1
+"""
+VERSIONS = """
+SELECT id, version, effective_from, created_at, config FROM tier_config_versions WHERE program_id = $1
+ORDER BY version
+"""
+
+# The qualifying metric of members over [start, end]: points (net of clawbacks, with or without order
+# bonuses), spend (eligible amount) and purchase count. $1: member ids.
+METRICS = """
+SELECT m.member_id,
+       coalesce(sum(greatest(CASE WHEN $4 THEN p.points ELSE p.qualifying_points END - p.clawed_back_points, 0)), 0)
+           AS points,
+       coalesce(sum(p.eligible_amount), 0) AS spend,
+       count(p.id) AS purchases
+FROM unnest($1::bigint[]) AS m(member_id)
+LEFT JOIN purchases p ON p.member_id = m.member_id AND p.occurred_at >= $2 AND p.occurred_at <= $3
+GROUP BY m.member_id
+"""
+
+STATES = """
+SELECT b.member_id, t.tier, t.valid_until, t.manual_tier, t.manual_until
+FROM member_balances b LEFT JOIN member_tiers t ON t.member_id = b.member_id
+WHERE b.member_id = ANY($1::bigint[])
+ORDER BY b.member_id
+FOR UPDATE OF b
+"""
+
+SAVE_STATE = """
+INSERT INTO member_tiers (member_id, program_id, tier, valid_until, manual_tier, manual_until, since, evaluated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (member_id) DO UPDATE SET
+    tier = EXCLUDED.tier, valid_until = EXCLUDED.valid_until, manual_tier = EXCLUDED.manual_tier,
+    manual_until = EXCLUDED.manual_until,
+    since = CASE WHEN member_tiers.tier = EXCLUDED.tier THEN member_tiers.since ELSE EXCLUDED.since END,
+    evaluated_at = coalesce(EXCLUDED.evaluated_at, member_tiers.evaluated_at)
+"""
+
+HISTORY = """
+INSERT INTO tier_history (program_id, member_id, from_tier, to_tier, valid_until, reason, source, reference,
+                          config_version, changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+
+MEMBER = """
+SELECT m.id, t.tier, t.valid_until, t.manual_tier, t.manual_until, t.since
+FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
+WHERE m.program_id = $1 AND m.external_id = $2
+"""
+
+MEMBER_HISTORY = """
+SELECT from_tier, to_tier, valid_until, reason, source, reference, config_version, changed_at, recorded_at
+FROM tier_history WHERE member_id = $1 ORDER BY changed_at DESC, id DESC LIMIT $2
+"""
+
+# Members of a program in id order after $2 (keyset pagination of the evaluation job).
+MEMBER_BATCH = "SELECT id FROM members WHERE program_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+PROGRAMS_WITH_TIERS = "SELECT DISTINCT program_id FROM tier_config_versions WHERE effective_from <= $1"
+PROGRAM_TZ = "SELECT timezone FROM programs WHERE id = $1"
