@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         default=True, description="Run periodic jobs (release expired holds, purge keys) in this process; "
         "one process of the fleet leads, by a Postgres advisory lock.",
     )
+    rate_limit_per_second: float = Field(
+        default=0.0, description="Requests per second allowed per API key and process (0 = no limit)")
+    rate_limit_burst: int = Field(default=100, description="Requests an API key may burst above the rate")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
     api_key_cache_seconds: float = Field(
         default=0.0,

@@ -42,6 +42,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "return_already_posted": (409, "This return_id was already posted with different content"),
     "member_busy": (409, "The member is busy with other requests; retry"),
     "payload_too_large": (413, "Request body too large"),
+    "rate_limited": (429, "Too many requests for this API key; retry after the given seconds"),
     "unsupported_media_type": (415, "Request body must be application/json"),
     "internal_error": (500, "Internal error"),
     "database_unavailable": (503, "The database is unavailable; retry"),

@@ -6,6 +6,7 @@ below the API layer takes that program id, so another program's data is simply n
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from uuid import UUID
@@ -17,7 +18,7 @@ from app.errors import DomainError
 from app.programs import queries as q
 from app.programs.context import Principal
 
-__all__ = ["KeyCache", "Principal", "authenticate", "bearer", "require"]
+__all__ = ["KeyCache", "Principal", "RateLimiter", "authenticate", "bearer", "require"]
 from app.programs.keys import matches, parse_prefix
 from app.programs.schemas import ProgramSettings
 
@@ -52,6 +53,30 @@ class KeyCache:
                 del self._items[k]
 
 
+class RateLimiter:
+    """Token bucket per API key, in process (each worker limits on its own). Off when rate <= 0."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1)
+        self._buckets: dict[UUID, tuple[float, float]] = {}
+
+    def check(self, key_id: UUID) -> float | None:
+        """None when the request may go on, else the seconds to wait."""
+        if self.rate <= 0:
+            return None
+        now = time.monotonic()
+        tokens, stamp = self._buckets.get(key_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
+        if tokens < 1:
+            self._buckets[key_id] = (tokens, now)
+            return (1 - tokens) / self.rate
+        if len(self._buckets) > 100_000:
+            self._buckets.clear()
+        self._buckets[key_id] = (tokens - 1, now)
+        return None
+
+
 async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise DomainError("unauthorized", "Send an API key as `Authorization: Bearer <key>`.")
@@ -82,6 +107,9 @@ def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Principal:
         principal = await authenticate(request, credentials)
+        wait = request.app.state.rate_limiter.check(principal.key_id)
+        if wait is not None:
+            raise DomainError("rate_limited", retry_after=max(1, math.ceil(wait)))
         if not any(principal.allows(s) for s in scopes):
             raise DomainError(
                 "insufficient_scope", f"This operation needs the scope {' or '.join(scopes)}.",

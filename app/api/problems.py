@@ -83,6 +83,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress") else None
+        if exc.code == "rate_limited":
+            headers = {"Retry-After": str(exc.extra.get("retry_after", 1))}
         return problem_response(exc.code, exc.detail, headers=headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -134,7 +136,7 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route: each status with the problem codes it may carry."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    for code in (*codes, "validation_error", "unauthorized", "internal_error", "database_unavailable"):
+    for code in (*codes, "validation_error", "unauthorized", "rate_limited", "internal_error", "database_unavailable"):
         status = CATALOG[code][0]
         if code not in by_status[status]:
             by_status[status].append(code)

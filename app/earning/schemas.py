@@ -58,6 +58,12 @@ class PurchaseCreate(BaseModel):
     lines: list[PurchaseLine] = Field(min_length=1, max_length=5000)
 
 
+class PurchaseQuoteRequest(PurchaseCreate):
+    """A purchase to evaluate without posting it: no order id needed."""
+
+    order_id: OrderId | None = None  # type: ignore[assignment]
+
+
 class PurchaseQuote(BaseModel):
     member_id: str
     points: int

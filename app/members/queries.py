@@ -36,3 +36,11 @@ GET = f"""
 SELECT {_COLUMNS}, (SELECT t.tier FROM member_tiers t WHERE t.member_id = members.id) AS tier
 FROM members WHERE program_id = $1 AND external_id = $2
 """
+
+# Erase personal data, keep the member (and so its ledger) intact.
+ERASE = f"""
+UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, attributes = '{{}}'::jsonb,
+                   updated_at = now()
+WHERE program_id = $1 AND external_id = $2
+RETURNING {_COLUMNS}
+"""

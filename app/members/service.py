@@ -27,3 +27,12 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID, member_
     if row is None:
         raise DomainError("member_not_found")
     return Member(**dict(row))
+
+
+async def erase_personal_data(conn: asyncpg.Connection, program_id: UUID, member_ref: str) -> Member:
+    """Right to erasure: name, email, phone, birthday and attributes are removed; the member id, its
+    balances and its ledger history stay (they are the program's records and hold no personal data)."""
+    row = await conn.fetchrow(q.ERASE, program_id, member_ref)
+    if row is None:
+        raise DomainError("member_not_found")
+    return Member(**dict(row))

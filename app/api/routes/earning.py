@@ -23,6 +23,7 @@ from app.earning.schemas import (
     Purchase,
     PurchaseCreate,
     PurchaseQuote,
+    PurchaseQuoteRequest,
     PurchaseResult,
     ReturnCreate,
     ReturnResult,
@@ -77,7 +78,7 @@ async def post_purchase(body: PurchaseCreate, principal: Earner, request: Reques
 
 @router.post("/purchases/quote", response_model=PurchaseQuote,
              responses=responses("insufficient_scope", "currency_mismatch", "points_out_of_range"))
-async def quote_purchase(body: PurchaseCreate, principal: Quoter, pool: Pool) -> PurchaseQuote:
+async def quote_purchase(body: PurchaseQuoteRequest, principal: Quoter, pool: Pool) -> PurchaseQuote:
     """"You will earn N points": the same evaluation as posting, as a dry run. Writes nothing; no key."""
     return await service.quote_purchase(pool, principal, body)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from app.api.auth import Principal, require
-from app.api.deps import MemberIdPath, Pool, Reader
+from app.api.deps import Admin, MemberIdPath, Pool, Reader
 from app.api.problems import responses
 from app.members import service
 from app.members.schemas import Member, MemberUpsert
@@ -32,3 +32,12 @@ async def upsert_member(
 @router.get("/{member_id}", response_model=Member, responses=responses("insufficient_scope", "member_not_found"))
 async def get_member(member_id: MemberIdPath, principal: Reader, pool: Pool) -> Member:
     return await service.get(pool, principal.program_id, member_id)
+
+
+@router.delete("/{member_id}/personal-data", response_model=Member,
+               responses=responses("insufficient_scope", "member_not_found"))
+async def erase_personal_data(member_id: MemberIdPath, principal: Admin, pool: Pool) -> Member:
+    """Erase the member's personal data (name, email, phone, birthday, attributes). Balances and history
+    stay intact and still verify. Idempotent."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await service.erase_personal_data(conn, principal.program_id, member_id)
