@@ -76,6 +76,7 @@ _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
     ConnectionError,
     TimeoutError,
+    OSError,  # e.g. the unix socket of a stopped Postgres is gone: environmental, never the client's fault
 )
 
 

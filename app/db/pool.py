@@ -30,6 +30,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        timeout=5,  # connecting to a database that is down fails fast (503) instead of hanging
         command_timeout=max(statement_timeout_ms / 1000 * 2, 5),
         server_settings={
             "statement_timeout": str(statement_timeout_ms),
