@@ -7,22 +7,6 @@ CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8)"
 EVENT_CONTEXT = "SELECT * FROM ledger_event_context($1, $2, $3, $4, $5, $6, $7)"
 EVENT = "SELECT * FROM ledger_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
-INSERT_RULE_VERSION = """
-INSERT INTO earn_rule_versions (program_id, version, effective_from, rules)
-SELECT $1, coalesce(max(version), 0) + 1, coalesce($2, now()), $3 FROM earn_rule_versions WHERE program_id = $1
-RETURNING version, effective_from, created_at, rules
-"""
-# Serialises concurrent PUTs of one program's rules, so versions are numbered without gaps or clashes.
-LOCK_RULES = "SELECT pg_advisory_xact_lock(hashtextextended('earn_rules:' || $1::uuid::text, 0))"
-
-CURRENT_RULES = """
-SELECT id, version, effective_from, created_at, rules FROM earn_rule_versions
-WHERE program_id = $1 AND effective_from <= $2
-ORDER BY effective_from DESC, version DESC LIMIT 1
-"""
-RULE_VERSIONS = """
-SELECT version, effective_from, created_at, rules FROM earn_rule_versions WHERE program_id = $1 ORDER BY version
-"""
 RULE_CONTEXT_FOR_QUOTE = """
 SELECT m.birthday,
        NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m.id) AS first_purchase,

@@ -8,7 +8,6 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +48,7 @@ from app.errors import DomainError
 from app.expiry.service import expiry_for, policy_from_row
 from app.ledger.service import get_balance
 from app.money import fits_currency
+from app.programs import versions
 from app.programs.context import Principal
 from app.tiers.policy import TierConfig, tier_multiplier
 from app.tiers.service import after_purchase, config_from_row
@@ -56,16 +56,8 @@ from app.tiers.service import after_purchase, config_from_row
 DEFAULT_RULES = RuleSet(base=BaseRate(points_per_unit=Decimal(1)))
 
 
-@lru_cache(maxsize=512)
-def _parse_rules(version_id: int, raw: str) -> RuleSet:
-    """Rule versions are immutable, so each is validated once per process."""
-    return RuleSet.model_validate_json(raw)
-
-
 def _rules(version_id: int | None, raw: Any) -> RuleSet:
-    if version_id is None:
-        return DEFAULT_RULES
-    return _parse_rules(version_id, json.dumps(raw, sort_keys=True))
+    return DEFAULT_RULES if version_id is None else versions.parse(RuleSet, version_id, raw)
 
 
 def with_tier_multiplier(rules: RuleSet, config: TierConfig | None, tier: str | None) -> RuleSet:
@@ -89,23 +81,26 @@ def content_hash(model: BaseModel) -> bytes:
 # --- rule versions ---------------------------------------------------------------------------------------
 
 
+def _version(row: Any) -> EarnRuleVersion:
+    return EarnRuleVersion(version=row["version"], effective_from=row["effective_from"], created_at=row["created_at"],
+                           rules=row["document"])
+
+
 async def put_rules(conn: asyncpg.Connection, p: Principal, data: EarnRulesUpdate) -> EarnRuleVersion:
     rules = RuleSet.model_validate(data.model_dump(exclude={"effective_from"}))
-    await conn.execute(q.LOCK_RULES, p.program_id)
-    row = await conn.fetchrow(q.INSERT_RULE_VERSION, p.program_id, data.effective_from,
-                              rules.model_dump(mode="json", exclude_unset=True))
-    return EarnRuleVersion(**dict(row))
+    return _version(await versions.append(conn, versions.EARN_RULES, p.program_id, data.effective_from,
+                                          rules.model_dump(mode="json", exclude_unset=True)))
 
 
 async def current_rules(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> EarnRuleVersion:
-    row = await conn.fetchrow(q.CURRENT_RULES, p.program_id, datetime.now(UTC))
+    row = await versions.in_force(conn, versions.EARN_RULES, p.program_id, datetime.now(UTC))
     if row is None:
         return EarnRuleVersion(version=0, effective_from=None, created_at=None, rules=DEFAULT_RULES)
-    return EarnRuleVersion(**{k: row[k] for k in ("version", "effective_from", "created_at", "rules")})
+    return _version(row)
 
 
 async def rule_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> list[EarnRuleVersion]:
-    return [EarnRuleVersion(**dict(r)) for r in await conn.fetch(q.RULE_VERSIONS, p.program_id)]
+    return [_version(r) for r in await versions.history(conn, versions.EARN_RULES, p.program_id)]
 
 
 # --- purchases -------------------------------------------------------------------------------------------
@@ -197,8 +192,8 @@ async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, 
     next_month = (month + timedelta(days=32)).replace(day=1)
     row = await conn.fetchrow(q.RULE_CONTEXT_FOR_QUOTE, p.program_id, data.member_id, day, day + timedelta(days=1),
                               month, next_month)
-    version = await conn.fetchrow(q.CURRENT_RULES, p.program_id, occurred_at)
-    rules = _rules(version["id"] if version else None, version["rules"] if version else None)
+    version = await versions.in_force(conn, versions.EARN_RULES, p.program_id, occurred_at)
+    rules = _rules(version["id"] if version else None, version["document"] if version else None)
     facts = MemberFacts(
         tier=None, birthday=row["birthday"] if row else None, first_purchase=row["first_purchase"] if row else True,
         earned_today=row["earned_today"] if row else 0, earned_this_month=row["earned_this_month"] if row else 0,

@@ -1,19 +1,5 @@
 """All SQL of expiration: policy versions, the sweep, expiring-soon lists."""
 
-INSERT_VERSION = """
-INSERT INTO expiration_policy_versions (program_id, version, effective_from, policy)
-SELECT $1, coalesce(max(version), 0) + 1, coalesce($2, now()), $3 FROM expiration_policy_versions WHERE program_id = $1
-RETURNING version, effective_from, created_at, policy
-"""
-LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('expiration_policy:' || $1::uuid::text, 0))"
-CURRENT = """
-SELECT id, version, effective_from, created_at, policy FROM expiration_policy_versions
-WHERE program_id = $1 AND effective_from <= $2 ORDER BY effective_from DESC, version DESC LIMIT 1
-"""
-VERSIONS = """
-SELECT version, effective_from, created_at, policy FROM expiration_policy_versions WHERE program_id = $1
-ORDER BY version
-"""
 EXPIRE_BATCH = "SELECT * FROM ledger_expire_batch($1, $2, $3)"
 EXPIRING = """
 WITH m AS (

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from app.expiry import queries as q
 from app.expiry.policy import NEVER, Activity, ExpirationPolicy, activity_expires_at, lot_expires_at
+from app.programs import versions
 from app.programs.context import Principal
 
 
@@ -47,16 +47,9 @@ class ExpiringList(BaseModel):
     data: list[ExpiringBucket]
 
 
-@lru_cache(maxsize=512)
-def _parse(version_id: int, raw: str) -> ExpirationPolicy:
-    return ExpirationPolicy.model_validate_json(raw)
-
-
 def policy_from_row(version_id: int | None, raw: Any) -> ExpirationPolicy:
-    """The policy of a stored version (validated once per process; versions are immutable)."""
-    if version_id is None:
-        return NEVER
-    return _parse(version_id, json.dumps(raw, sort_keys=True))
+    """The policy of a stored version; none stored: points never expire."""
+    return NEVER if version_id is None else versions.parse(ExpirationPolicy, version_id, raw)
 
 
 @dataclass(frozen=True)
@@ -74,23 +67,27 @@ def expiry_for(policy: ExpirationPolicy, occurred_at: datetime, activity: Activi
     return LotExpiry(lot_expires_at(policy, occurred_at, tz), policy.kind == "activity", pushed)
 
 
+def _version(row: Any) -> PolicyVersion:
+    return PolicyVersion(version=row["version"], effective_from=row["effective_from"], created_at=row["created_at"],
+                         policy=row["document"])
+
+
 async def put_policy(conn: asyncpg.Connection, p: Principal, data: PolicyUpdate) -> PolicyVersion:
     policy = ExpirationPolicy.model_validate(data.model_dump(exclude={"effective_from"}))
-    await conn.execute(q.LOCK, p.program_id)
-    row = await conn.fetchrow(q.INSERT_VERSION, p.program_id, data.effective_from, policy.model_dump(mode="json"))
-    return PolicyVersion(**dict(row))
+    return _version(await versions.append(conn, versions.EXPIRATION_POLICY, p.program_id, data.effective_from,
+                                          policy.model_dump(mode="json")))
 
 
-async def current_policy(conn: asyncpg.Connection | asyncpg.Pool, p: Principal,
+async def current_policy(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID,
                          at: datetime | None = None) -> tuple[int | None, PolicyVersion]:
-    row = await conn.fetchrow(q.CURRENT, p.program_id, at or datetime.now(UTC))
+    row = await versions.in_force(conn, versions.EXPIRATION_POLICY, program_id, at or datetime.now(UTC))
     if row is None:
         return None, PolicyVersion(version=0, effective_from=None, created_at=None, policy=NEVER)
-    return row["id"], PolicyVersion(**{k: row[k] for k in ("version", "effective_from", "created_at", "policy")})
+    return row["id"], _version(row)
 
 
 async def policy_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> list[PolicyVersion]:
-    return [PolicyVersion(**dict(r)) for r in await conn.fetch(q.VERSIONS, p.program_id)]
+    return [_version(r) for r in await versions.history(conn, versions.EXPIRATION_POLICY, p.program_id)]
 
 
 async def expiring(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, member_ref: str,

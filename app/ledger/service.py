@@ -45,13 +45,11 @@ async def _raise_for_status(
 async def _policy_expiry(
     conn: asyncpg.Connection, program_id: UUID, timezone: str, occurred_at: datetime | None
 ) -> tuple[datetime | None, bool]:
-    from app.expiry import queries as eq
-    from app.expiry.service import expiry_for, policy_from_row
+    from app.expiry.service import current_policy, expiry_for
 
     at = occurred_at or datetime.now(UTC)
-    row = await conn.fetchrow(eq.CURRENT, program_id, at)
-    policy = policy_from_row(row["id"] if row else None, row["policy"] if row else None)
-    expiry = expiry_for(policy, at, None, ZoneInfo(timezone))
+    _, version = await current_policy(conn, program_id, at)
+    expiry = expiry_for(version.policy, at, None, ZoneInfo(timezone))
     return expiry.expires_at, expiry.on_inactivity
 
 

@@ -1,20 +1,5 @@
 """All SQL of tiers: configuration versions, member tier state and history, the qualifying metric."""
 
-INSERT_VERSION = """
-INSERT INTO tier_config_versions (program_id, version, effective_from, config)
-SELECT $1, coalesce(max(version), 0) + 1, coalesce($2, now()), $3 FROM tier_config_versions WHERE program_id = $1
-RETURNING id, version, effective_from, created_at, config
-"""
-LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('tiers:' || $1::uuid::text, 0))"
-CURRENT = """
-SELECT id, version, effective_from, created_at, config FROM tier_config_versions
-WHERE program_id = $1 AND effective_from <= $2 ORDER BY effective_from DESC, version DESC LIMIT 1
-"""
-VERSIONS = """
-SELECT id, version, effective_from, created_at, config FROM tier_config_versions WHERE program_id = $1
-ORDER BY version
-"""
-
 # The qualifying metric of members over [start, end]: points (net of clawbacks, with or without order
 # bonuses), spend (eligible amount) and purchase count. $1: member ids.
 METRICS = """

@@ -3,13 +3,11 @@ assignment, progress. The qualification rules themselves are the pure functions 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
 from typing import Annotated, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -18,6 +16,7 @@ import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.errors import DomainError
+from app.programs import versions
 from app.programs.context import Principal
 from app.tiers import queries as q
 from app.tiers.policy import (
@@ -77,15 +76,8 @@ class MemberTier(BaseModel):
     history: list[TierHistoryItem]
 
 
-@lru_cache(maxsize=256)
-def _parse(version_id: int, raw: str) -> TierConfig:
-    return TierConfig.model_validate_json(raw)
-
-
 def config_from_row(version_id: int | None, raw: Any) -> TierConfig | None:
-    if version_id is None:
-        return None
-    return _parse(version_id, json.dumps(raw, sort_keys=True))
+    return None if version_id is None else versions.parse(TierConfig, version_id, raw)
 
 
 def state_from(row: Any) -> TierState | None:
@@ -123,24 +115,27 @@ async def _save(conn: asyncpg.Connection, program_id: UUID, member_id: int, befo
 # --- configuration ---------------------------------------------------------------------------------------
 
 
+def _version(row: Any) -> TierConfigVersion:
+    return TierConfigVersion(version=row["version"], effective_from=row["effective_from"],
+                             created_at=row["created_at"], config=row["document"])
+
+
 async def put_config(conn: asyncpg.Connection, p: Principal, data: TierConfigUpdate) -> TierConfigVersion:
     config = TierConfig.model_validate(data.model_dump(exclude={"effective_from"}))
-    await conn.execute(q.LOCK, p.program_id)
-    row = await conn.fetchrow(q.INSERT_VERSION, p.program_id, data.effective_from, config.model_dump(mode="json"))
-    return TierConfigVersion(**{k: row[k] for k in ("version", "effective_from", "created_at", "config")})
+    return _version(await versions.append(conn, versions.TIERS, p.program_id, data.effective_from,
+                                          config.model_dump(mode="json")))
 
 
 async def current_config(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID,
                          at: datetime | None = None) -> tuple[int | None, int | None, TierConfig | None]:
-    row = await conn.fetchrow(q.CURRENT, program_id, at or datetime.now(UTC))
+    row = await versions.in_force(conn, versions.TIERS, program_id, at or datetime.now(UTC))
     if row is None:
         return None, None, None
-    return row["id"], row["version"], config_from_row(row["id"], row["config"])
+    return row["id"], row["version"], config_from_row(row["id"], row["document"])
 
 
 async def config_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> list[TierConfigVersion]:
-    return [TierConfigVersion(**{k: r[k] for k in ("version", "effective_from", "created_at", "config")})
-            for r in await conn.fetch(q.VERSIONS, p.program_id)]
+    return [_version(r) for r in await versions.history(conn, versions.TIERS, p.program_id)]
 
 
 # --- the purchase's upgrade ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ async def put_policy(body: PolicyUpdate, principal: Admin, pool: Pool) -> Policy
 @router.get("/program/expiration-policy", response_model=PolicyVersion, responses=responses("insufficient_scope"))
 async def get_policy(principal: Reader, pool: Pool) -> PolicyVersion:
     """The version in force now (version 0: points never expire)."""
-    return (await service.current_policy(pool, principal))[1]
+    return (await service.current_policy(pool, principal.program_id))[1]
 
 
 @router.get("/program/expiration-policy/versions", response_model=PolicyVersionList,
