@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, description="Requests an API key may burst above the rate")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
     api_key_cache_seconds: float = Field(
-        default=0.0,
-        description="Seconds an authenticated key is cached in process (0 = look up on every request).",
+        default=60.0,
+        description="Seconds an authenticated key is cached in process (0 = look up on every request). "
+        "Revocations and settings changes reach every process at once through LISTEN/NOTIFY.",
     )
 
 

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.auth import KeyCache, RateLimiter
+from app.api.auth import KeyCache, KeyInvalidation, RateLimiter
 from app.api.problems import Problem, install_handlers
 from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
 from app.config import Settings, get_settings
 from app.db.bootstrap import resolve_database_url_async
 from app.db.migrate import head_revision
 from app.db.pool import create_pool
+from app.db.urls import asyncpg_dsn
 from app.jobs.scheduler import Scheduler, default_jobs
 from app.observability import RequestContextMiddleware
 
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
         )
         app.state.head_revision = head_revision()
+        invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache)
+        invalidation.start()
         scheduler = None
         if settings.scheduler_enabled:
             scheduler = Scheduler(url, app.state.pool, default_jobs(settings.idempotency_retention_days))
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         finally:
             if scheduler is not None:
                 await scheduler.stop()
+            await invalidation.stop()
             await app.state.pool.close()
 
     app = FastAPI(

@@ -111,3 +111,39 @@ async def test_every_v1_route_requires_a_key(app, client):
                 .replace("{key_id}", str(uuid.uuid4())))
         r = await client.request(method.upper(), path, json={})
         assert r.status_code == 401, (method, path, r.status_code)
+
+
+async def test_revocation_and_settings_reach_every_process_at_once(settings, tenant):
+    """Two app instances (two workers) share the database; each caches keys. Revoking through one
+    refuses the key in the other at once, and a settings change is seen at once."""
+    import asyncio
+
+    import httpx
+
+    from app.main import create_app
+
+    other_app = create_app(settings.model_copy(update={"api_key_cache_seconds": 600.0}))
+    transport = httpx.ASGITransport(app=other_app)
+    async with other_app.router.lifespan_context(other_app), httpx.AsyncClient(transport=transport,
+                                                                                base_url="http://b") as b:
+        for _ in range(50):
+            if other_app.state.key_cache.listening:
+                break
+            await asyncio.sleep(0.05)
+        assert other_app.state.key_cache.listening
+        key = await tenant.key("read")
+        assert (await b.get("/v1/program", headers=tenant.headers(key))).status_code == 200  # now cached in B
+        await tenant.client.patch("/v1/program", json={"settings": {"redeem_increment": 7}},
+                                  headers=tenant.headers())
+        listing = (await tenant.client.get("/v1/api-keys", headers=tenant.headers())).json()["data"]
+        key_id = next(k["id"] for k in listing if k["scopes"] == ["read"])
+        assert (await tenant.client.delete(f"/v1/api-keys/{key_id}", headers=tenant.headers())).status_code == 204
+        status = 200
+        for _ in range(40):
+            status = (await b.get("/v1/program", headers=tenant.headers(key))).status_code
+            if status == 401:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 401
+        admin = await b.get("/v1/program", headers=tenant.headers())
+        assert admin.json()["settings"]["redeem_increment"] == 7

@@ -6,11 +6,16 @@ below the API layer takes that program id, so another program's data is simply n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import UUID
 
+import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -18,39 +23,111 @@ from app.errors import DomainError
 from app.programs import queries as q
 from app.programs.context import Principal
 
-__all__ = ["KeyCache", "Principal", "RateLimiter", "authenticate", "bearer", "require"]
-from app.programs.keys import matches, parse_prefix
+__all__ = ["KeyCache", "KeyInvalidation", "Principal", "RateLimiter", "authenticate", "bearer", "require"]
+from app.programs.keys import hash_key, matches, parse_prefix
 from app.programs.schemas import ProgramSettings
+
+log = logging.getLogger(__name__)
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer plk_...`")
 
 
 class KeyCache:
-    """Optional per-process cache of authenticated keys (``PL_API_KEY_CACHE_SECONDS``; 0 disables).
-    Revoking through this process evicts at once; other processes see a revocation within the TTL."""
+    """Per-process cache of authenticated keys, so most requests skip the key lookup.
+
+    Entries are found by the key's SHA-256 (no secret is kept in memory) and live ``ttl`` seconds. Every
+    process listens on the Postgres channel ``points_ledger_keys`` (see ``KeyInvalidation``): revoking a
+    key or changing a program's settings notifies all of them in the same transaction, so a revoked key is
+    refused everywhere at once. While that listener is down the cache is bypassed.
+    """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._items: dict[str, tuple[float, Principal]] = {}
+        self.listening = False
+        self._items: dict[bytes, tuple[float, Principal]] = {}
 
-    def get(self, key: str) -> Principal | None:
-        if self.ttl <= 0:
+    @property
+    def active(self) -> bool:
+        return self.ttl > 0 and self.listening
+
+    def get(self, digest: bytes) -> Principal | None:
+        if not self.active:
             return None
-        item = self._items.get(key)
+        item = self._items.get(digest)
         if item is None or item[0] < time.monotonic():
             return None
         return item[1]
 
-    def put(self, key: str, principal: Principal) -> None:
-        if self.ttl > 0:
+    def put(self, digest: bytes, principal: Principal) -> None:
+        if self.active:
             if len(self._items) > 10_000:
                 self._items.clear()
-            self._items[key] = (time.monotonic() + self.ttl, principal)
+            self._items[digest] = (time.monotonic() + self.ttl, principal)
 
-    def evict_key_id(self, key_id: UUID) -> None:
+    def evict(self, message: str) -> None:
+        """``key:<id>`` or ``program:<id>``; anything else clears everything."""
+        kind, _, ident = message.partition(":")
         for k, (_, p) in list(self._items.items()):
-            if p.key_id == key_id:
-                del self._items[k]
+            if (kind == "key" and str(p.key_id) == ident) or (kind == "program" and str(p.program_id) == ident):
+                self._items.pop(k, None)
+        if kind not in ("key", "program"):
+            self._items.clear()
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+CHANNEL = "points_ledger_keys"
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
+
+
+class KeyInvalidation:
+    """Keeps one connection LISTENing for invalidations; reconnects when it is lost."""
+
+    def __init__(self, dsn: str, cache: KeyCache) -> None:
+        self.dsn = dsn
+        self.cache = cache
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="key-invalidation")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self.cache.evict(payload)
+
+    def _on_lost(self, conn: Any) -> None:
+        self.cache.listening = False
+        self.cache.clear()
+        self._lost.set()
+
+    async def _run(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=5)
+                await conn.add_listener(CHANNEL, self._on_notify)
+                conn.add_termination_listener(self._on_lost)
+                self._lost.clear()
+                self.cache.clear()
+                self.cache.listening = True
+                await self._lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("key invalidation listener: %s", type(exc).__name__)
+            finally:
+                self.cache.listening = False
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(2)
 
 
 class RateLimiter:
@@ -82,7 +159,8 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
         raise DomainError("unauthorized", "Send an API key as `Authorization: Bearer <key>`.")
     key = credentials.credentials
     cache: KeyCache = request.app.state.key_cache
-    cached = cache.get(key)
+    digest = hash_key(key)
+    cached = cache.get(digest)
     if cached is not None:
         return cached
     prefix = parse_prefix(key)
@@ -96,7 +174,7 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
         currency=row["currency"], timezone=row["timezone"],
         settings=ProgramSettings.model_validate(row["settings"]),
     )
-    cache.put(key, principal)
+    cache.put(digest, principal)
     return principal
 
 

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
+from app.api.auth import NOTIFY
 from app.api.deps import Admin, Pool, Reader
 from app.api.problems import responses
 from app.programs import service
@@ -25,7 +26,9 @@ async def get_program(principal: Reader, pool: Pool) -> Program:
 async def update_program(body: ProgramUpdate, principal: Admin, pool: Pool) -> Program:
     """Rename the program or change some of its settings (fields left out keep their value)."""
     async with pool.acquire() as conn, conn.transaction():
-        return await service.update_program(conn, principal.program_id, body)
+        program = await service.update_program(conn, principal.program_id, body)
+        await conn.execute(NOTIFY, f"program:{program.id}")  # cached keys carry the settings
+    return program
 
 
 @router.post("/api-keys", status_code=201, response_model=ApiKeyCreated, responses=responses("insufficient_scope"))
@@ -48,5 +51,6 @@ async def revoke_api_key(key_id: UUID, principal: Admin, pool: Pool, request: Re
     """Revoke a key; it is refused from the next request on. Revoking twice is harmless."""
     async with pool.acquire() as conn, conn.transaction():
         key: ApiKey = await service.revoke_api_key(conn, principal.program_id, key_id)
-    request.app.state.key_cache.evict_key_id(key.id)
+        await conn.execute(NOTIFY, f"key:{key.id}")  # every process evicts it when this commits
+    request.app.state.key_cache.evict(f"key:{key.id}")
     return Response(status_code=204)
