@@ -198,7 +198,10 @@ def _as_of(value: str | None) -> Any:
 
     if value is None:
         return None
-    moment = datetime.fromisoformat(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"--as-of must be an ISO timestamp with a zone (2027-01-01T00:00Z), not {value!r}") from None
     if moment.tzinfo is None:
         raise SystemExit("--as-of needs a time zone, e.g. 2027-01-01T00:00:00Z")
     return moment

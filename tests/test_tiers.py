@@ -200,3 +200,24 @@ async def test_a_simulated_year_verifies(tenant, db):
     assert report["checked"]["entries"] > 50
     kinds = await db.fetch("SELECT DISTINCT kind FROM entries WHERE program_id = $1", tenant.program_id)
     assert {"earn", "expire", "redeem"} <= {k["kind"] for k in kinds}
+
+
+async def test_returns_take_back_qualifying_line_points_only_and_quotes_use_the_tier(tenant):
+    await _tiers(tenant)
+    r = await tenant.client.put("/v1/program/earn-rules", json={
+        "effective_from": "2020-01-01T00:00:00Z", "base": {"points_per_unit": "1"},
+        "rules": [{"id": "big", "kind": "threshold_bonus", "points": 100, "min_total": "50"}]},
+        headers=tenant.headers())
+    assert r.status_code == 201
+    bought = await _buy(tenant, "q", "60.00", order="q-1")
+    assert bought["purchase"]["points"] == 160
+    assert (await _tier(tenant, "q"))["progress"]["metric_value"] == "60"  # bonuses do not qualify
+    ret = await tenant.client.post("/v1/purchases/q-1/returns", json={"return_id": "r", "amount": "20.00"},
+                                   headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert ret.json()["points"] == 120  # 20 line points and the whole threshold bonus
+    assert (await _tier(tenant, "q"))["progress"]["metric_value"] == "40"
+    await _buy(tenant, "gold", "400.00")
+    quote = await tenant.client.post("/v1/purchases/quote", json={
+        "member_id": "gold", "currency": "EUR", "total": "20.00",
+        "lines": [{"sku": "X", "quantity": 1, "unit_price": "20.00"}]}, headers=tenant.headers())
+    assert quote.json()["points"] == 30  # Gold x1.5

@@ -310,6 +310,8 @@ purchases = sa.Table(
     sa.Column("eligible_amount", sa.Numeric(24, 6), nullable=False, server_default="0",
               comment="spend that earned points, for the tier metric"),
     sa.Column("clawed_back_points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("qualifying_clawed_back", sa.BigInteger, nullable=False, server_default="0",
+              comment="line points taken back by returns (order bonuses excluded), for the tier metric"),
     sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), comment="NULL when nothing was awarded"),
     sa.Column("lot_id", sa.BigInteger, sa.ForeignKey("lots.id")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),

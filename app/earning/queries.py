@@ -3,12 +3,12 @@
 PURCHASE_CONTEXT = "SELECT * FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)"
 EARN = "SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 RETURN_CONTEXT = "SELECT * FROM ledger_return_context($1, $2, $3)"
-CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8)"
+CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 EVENT_CONTEXT = "SELECT * FROM ledger_event_context($1, $2, $3, $4, $5, $6, $7)"
 EVENT = "SELECT * FROM ledger_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 RULE_CONTEXT_FOR_QUOTE = """
-SELECT m.birthday,
+SELECT m.birthday, (SELECT t.tier FROM member_tiers t WHERE t.member_id = m.id) AS tier,
        NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m.id) AS first_purchase,
        (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p WHERE p.member_id = m.id
          AND p.occurred_at >= $3 AND p.occurred_at < $4) AS earned_today,

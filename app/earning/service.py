@@ -194,8 +194,12 @@ async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, 
                               month, next_month)
     version = await versions.in_force(conn, versions.EARN_RULES, p.program_id, occurred_at)
     rules = _rules(version["id"] if version else None, version["document"] if version else None)
+    tier_row = await versions.in_force(conn, versions.TIERS, p.program_id, occurred_at)
+    tier_config = config_from_row(tier_row["id"], tier_row["document"]) if tier_row else None
+    tier = (row["tier"] if row else None) or (tier_config.tiers[0].name if tier_config else None)
+    rules = with_tier_multiplier(rules, tier_config, tier)
     facts = MemberFacts(
-        tier=None, birthday=row["birthday"] if row else None, first_purchase=row["first_purchase"] if row else True,
+        tier=tier, birthday=row["birthday"] if row else None, first_purchase=row["first_purchase"] if row else True,
         earned_today=row["earned_today"] if row else 0, earned_this_month=row["earned_this_month"] if row else 0,
     )
     award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
@@ -257,7 +261,7 @@ async def post_return(
     row = await conn.fetchrow(
         q.CLAWBACK, p.program_id, ctx["purchase_id"], data.return_id, digest,
         request.model_dump(mode="json", exclude_none=True), result.model_dump(mode="json"), result.points,
-        p.settings.negative_balance_on_return,
+        p.settings.negative_balance_on_return, sum(line.points for line in result.lines),
     )
     return 201, ReturnResult(order_id=order_id, return_id=data.return_id, points=row["clawed"],
                              shortfall=row["shortfall"], clawback=result,

@@ -1,10 +1,11 @@
 """All SQL of tiers: configuration versions, member tier state and history, the qualifying metric."""
 
-# The qualifying metric of members over [start, end]: points (net of clawbacks, with or without order
-# bonuses), spend (eligible amount) and purchase count. $1: member ids.
+# The qualifying metric of members over [start, end]: points (net of clawbacks; without order bonuses
+# unless $4), spend (eligible amount) and purchase count. $1: member ids.
 METRICS = """
 SELECT m.member_id,
-       coalesce(sum(greatest(CASE WHEN $4 THEN p.points ELSE p.qualifying_points END - p.clawed_back_points, 0)), 0)
+       coalesce(sum(CASE WHEN $4 THEN p.points - p.clawed_back_points
+                         ELSE greatest(p.qualifying_points - p.qualifying_clawed_back, 0) END), 0)
            AS points,
        coalesce(sum(p.eligible_amount), 0) AS spend,
        count(p.id) AS purchases

@@ -19,12 +19,16 @@ BEGIN
     restored := 0;
     expired := 0;
     FOR r IN
-        SELECT a.lot_id, l.expires_at, sum(a.points) AS net
-          FROM lot_allocations a JOIN lots l ON l.id = a.lot_id
+        SELECT a.lot_id,
+               CASE WHEN l.expires_on_inactivity THEN b.activity_expires_at ELSE l.expires_at END AS expires_at,
+               sum(a.points) AS net
+          FROM lot_allocations a
+          JOIN lots l ON l.id = a.lot_id
+          JOIN member_balances b ON b.member_id = l.member_id
          WHERE a.entry_id = ANY (p_from_entries)
-         GROUP BY a.lot_id, l.expires_at
+         GROUP BY a.lot_id, l.expires_on_inactivity, l.expires_at, b.activity_expires_at
         HAVING sum(a.points) > 0
-         ORDER BY l.expires_at DESC NULLS FIRST, a.lot_id DESC
+         ORDER BY 2 DESC NULLS FIRST, a.lot_id DESC
     LOOP
         EXIT WHEN v_left <= 0;
         v_take := least(r.net, v_left);

@@ -170,7 +170,8 @@ END $$;
 -- leaving `available` negative (p_policy 'allow'; later credits repay it first), or recorded as a
 -- shortfall and not taken (p_policy 'clamp').
 CREATE FUNCTION ledger_clawback(p_program uuid, p_purchase bigint, p_return_id text, p_hash bytea,
-                                p_request jsonb, p_result jsonb, p_points bigint, p_policy text)
+                                p_request jsonb, p_result jsonb, p_points bigint, p_policy text,
+                                p_line_points bigint)
 RETURNS TABLE (return_pk bigint, entry_id bigint, clawed bigint, shortfall bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -231,6 +232,8 @@ BEGIN
         UPDATE purchases SET clawed_back_points = clawed_back_points + v_from_pending + v_from_lots + v_negative
          WHERE id = p.id;
     END IF;
+    -- the tier metric counts line points only: what came back stops qualifying, bonuses aside
+    UPDATE purchases SET qualifying_clawed_back = qualifying_clawed_back + p_line_points WHERE id = p.id;
     INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id)
     VALUES (p.id, p_return_id, p_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry)
     RETURNING id INTO v_return;
@@ -339,3 +342,11 @@ BEGIN
     END LOOP;
     RETURN QUERY SELECT v_members, v_lots, v_points, v_last;
 END $$;
+
+-- Facts of earning and tiers are append-only like the ledger itself.
+CREATE TRIGGER tier_history_append_only BEFORE UPDATE OR DELETE ON tier_history
+    FOR EACH ROW EXECUTE FUNCTION ledger_forbid_change();
+CREATE TRIGGER purchase_returns_append_only BEFORE UPDATE OR DELETE ON purchase_returns
+    FOR EACH ROW EXECUTE FUNCTION ledger_forbid_change();
+CREATE TRIGGER member_events_append_only BEFORE UPDATE OR DELETE ON member_events
+    FOR EACH ROW EXECUTE FUNCTION ledger_forbid_change();

@@ -70,6 +70,7 @@ def upgrade() -> None:
     sa.Column('points', sa.BigInteger(), nullable=False),
     sa.Column('qualifying_points', sa.BigInteger(), server_default='0', nullable=False, comment='points of the lines (order bonuses excluded), for the tier metric'),
     sa.Column('eligible_amount', sa.Numeric(precision=24, scale=6), server_default='0', nullable=False, comment='spend that earned points, for the tier metric'),
+    sa.Column('qualifying_clawed_back', sa.BigInteger(), server_default='0', nullable=False, comment='line points taken back by returns (order bonuses excluded), for the tier metric'),
     sa.Column('clawed_back_points', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('entry_id', sa.BigInteger(), nullable=True, comment='NULL when nothing was awarded'),
     sa.Column('lot_id', sa.BigInteger(), nullable=True),
