@@ -12,7 +12,7 @@ RETURNS TABLE (status text, member_pk bigint, birthday date, first_purchase bool
                earned_this_month bigint, rule_version_id bigint, rules jsonb, existing_purchase_id bigint,
                existing_hash bytea, policy_version_id bigint, policy jsonb, tier_config_id bigint,
                tier_config_version integer, tier_config jsonb, tier_then text, tier text,
-               tier_valid_until timestamptz, manual_tier text, manual_until timestamptz)
+               tier_valid_until timestamptz, manual_tier text, manual_until timestamptz, rule_version integer)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -30,7 +30,7 @@ BEGIN
             RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint, NULL::date, NULL::boolean, NULL::bigint,
                                 NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint, NULL::bytea, NULL::bigint,
                                 NULL::jsonb, NULL::bigint, NULL::integer, NULL::jsonb, NULL::text, NULL::text,
-                                NULL::timestamptz, NULL::text, NULL::timestamptz;
+                                NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::integer;
             RETURN;
         END IF;
         INSERT INTO members (program_id, external_id) VALUES (p_program, p_member_ref)
@@ -58,10 +58,10 @@ BEGIN
            x.id, x.policy, t.id, t.version, t.config,
            (SELECT h.to_tier FROM tier_history h WHERE h.member_id = v_member AND h.changed_at <= p_occurred_at
              ORDER BY h.changed_at DESC, h.id DESC LIMIT 1),
-           mt.tier, mt.valid_until, mt.manual_tier, mt.manual_until
+           mt.tier, mt.valid_until, mt.manual_tier, mt.manual_until, coalesce(v.version, 0)
       FROM (SELECT 1) one
       LEFT JOIN LATERAL (
-          SELECT r.id, r.rules FROM earn_rule_versions r
+          SELECT r.id, r.rules, r.version FROM earn_rule_versions r
            WHERE r.program_id = p_program AND r.effective_from <= p_occurred_at
            ORDER BY r.effective_from DESC, r.version DESC LIMIT 1
       ) v ON true
