@@ -46,6 +46,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "Request body must be application/json"),
     "internal_error": (500, "Internal error"),
     "database_unavailable": (503, "The database is unavailable; retry"),
+    "database_timeout": (503, "The database did not answer in time; retry"),
 }
 
 

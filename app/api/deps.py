@@ -20,7 +20,8 @@ Reader = Annotated[Principal, Depends(require("read"))]
 Earner = Annotated[Principal, Depends(require("earn"))]
 
 
-def pool(request: Request) -> asyncpg.Pool:
+async def pool(request: Request) -> asyncpg.Pool:
+    """async on purpose: a plain function dependency would run in the thread pool on every request."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 

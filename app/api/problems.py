@@ -111,6 +111,11 @@ def install_handlers(app: FastAPI) -> None:
     async def _too_large(request: Request, exc: Exception) -> JSONResponse:
         return problem_response("payload_too_large")
 
+    @app.exception_handler(asyncpg.QueryCanceledError)
+    async def _timeout(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("statement timeout")
+        return problem_response("database_timeout", headers={"Retry-After": "1"})
+
     @app.exception_handler(asyncpg.LockNotAvailableError)
     async def _busy(request: Request, exc: Exception) -> JSONResponse:
         return problem_response("member_busy", headers={"Retry-After": "1"})
@@ -137,7 +142,8 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route: each status with the problem codes it may carry."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    for code in (*codes, "validation_error", "unauthorized", "rate_limited", "internal_error", "database_unavailable"):
+    for code in (*codes, "validation_error", "unauthorized", "rate_limited", "internal_error", "database_unavailable",
+                 "database_timeout"):
         status = CATALOG[code][0]
         if code not in by_status[status]:
             by_status[status].append(code)

@@ -178,11 +178,11 @@ lots = sa.Table(
     sa.CheckConstraint("points > 0", name="points_positive"),
     sa.CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_range"),
     sa.Index(None, "entry_id"),
-    # Only spendable lots with points left are in this index, so consuming lots costs the same however
-    # long a member's history is.
+    # Only lots with points left are in this index, so consuming lots, reading the next expiry and the
+    # expiring-soon list cost the same however long a member's history is.
     sa.Index(
         "ix_lots_open_by_expiry", "member_id", "expires_at", "id",
-        postgresql_where=sa.text("remaining > 0 AND NOT pending"),
+        postgresql_where=sa.text("remaining > 0"),
     ),
     # Pending lots by the time they become available (the activation job, read-time split).
     sa.Index("ix_lots_pending_due", "available_at", postgresql_where=sa.text("pending")),

@@ -29,6 +29,4 @@ FROM redemptions r JOIN members m ON m.id = r.member_id
 WHERE r.program_id = $1 AND r.id = $2
 """
 
-EXPIRED_OPEN_HOLDS = """
-SELECT id, program_id FROM holds WHERE status = 'open' AND expires_at <= now() ORDER BY expires_at, id LIMIT $1
-"""
+RELEASE_EXPIRED = "SELECT ledger_release_expired_holds(now(), $1)"

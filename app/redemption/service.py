@@ -133,21 +133,14 @@ async def get_redemption(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, 
     return Redemption(**dict(row), amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
 
 
-async def release_expired_holds(pool: asyncpg.Pool, batch: int = 500) -> int:
-    """Release every open hold past its expiry, one short transaction per hold (each takes its
-    member's lock only briefly). Safe to run concurrently: a hold resolves at most once."""
+async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200) -> int:
+    """Release every open hold past its expiry, ``batch`` holds per transaction. Safe to run concurrently
+    and to rerun: a hold resolves at most once."""
     released = 0
-    while True:
-        rows = await pool.fetch(q.EXPIRED_OPEN_HOLDS, batch)
-        if not rows:
-            return released
-        done = 0
-        for r in rows:
-            async with pool.acquire() as conn, conn.transaction():
-                result = await conn.fetchrow(q.RELEASE, r["program_id"], r["id"], "release")
-            done += result["status"] == "ok"
+    for _ in range(100_000):
+        async with pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(q.RELEASE_EXPIRED, batch)
         released += done
-        if len(rows) < batch or done == 0:
-            return released
-
-
+        if done < batch:
+            break
+    return int(released)

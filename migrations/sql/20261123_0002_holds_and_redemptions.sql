@@ -283,3 +283,24 @@ BEGIN
     RETURNING id INTO v_refund;
     RETURN QUERY SELECT 'ok'::text, v_entry, v_refund, v_restored, v_expired;
 END $$;
+
+-- The release job: up to p_limit expired open holds in one transaction, members locked in id order (so
+-- concurrent runs cannot deadlock); a hold resolves at most once, so reruns release nothing twice.
+CREATE FUNCTION ledger_release_expired_holds(p_now timestamptz, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    x record;
+    v_released integer := 0;
+BEGIN
+    FOR r IN
+        SELECT id, program_id FROM holds WHERE status = 'open' AND expires_at <= p_now
+         ORDER BY member_id, id LIMIT p_limit
+    LOOP
+        SELECT * INTO x FROM ledger_release_hold(r.program_id, r.id, 'release', p_now);
+        IF x.status = 'ok' THEN
+            v_released := v_released + 1;
+        END IF;
+    END LOOP;
+    RETURN v_released;
+END $$;
