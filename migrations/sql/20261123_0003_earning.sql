@@ -307,23 +307,20 @@ BEGIN
     RETURN QUERY SELECT v_event, v_entry;
 END $$;
 
--- The expiry sweep: up to p_limit members after p_after (in id order, so a crashed run resumes where
--- it stopped and two runs lock members in the same order) with lots due by p_as_of, each expired by
--- ledger_expire_member. One call is one batch, committed by the caller.
+-- The expiry sweep: up to p_limit members after p_after with lots due by p_as_of, locked in id order (so a
+-- crashed run resumes where it stopped and two runs cannot deadlock), expired set-based: one 'expire'
+-- entry per member for exactly the remaining points of its due lots (the same effect as
+-- ledger_expire_member, which serves the one-member lazy path). One call is one batch, committed by the
+-- caller; a rerun finds nothing left to expire.
 CREATE FUNCTION ledger_expire_batch(p_as_of timestamptz, p_after bigint, p_limit integer)
 RETURNS TABLE (members integer, lots integer, points bigint, last_member bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    r record;
-    x record;
-    v_members integer := 0;
-    v_lots integer := 0;
-    v_points bigint := 0;
-    v_last bigint;
+    v_members bigint[];
 BEGIN
-    FOR r IN
-        SELECT c.member_id FROM (
+    SELECT array_agg(c.member_id ORDER BY c.member_id) INTO v_members FROM (
+        SELECT u.member_id FROM (
             (SELECT DISTINCT l.member_id FROM lots l
               WHERE l.remaining > 0 AND NOT l.pending AND l.expires_at IS NOT NULL AND l.expires_at <= p_as_of
                 AND l.member_id > p_after
@@ -332,15 +329,45 @@ BEGIN
             (SELECT b.member_id FROM member_balances b
               WHERE b.activity_expires_at <= p_as_of AND b.available > 0 AND b.member_id > p_after
               ORDER BY b.member_id LIMIT p_limit)
-        ) c ORDER BY c.member_id LIMIT p_limit
-    LOOP
-        SELECT * INTO x FROM ledger_expire_member(r.member_id, p_as_of);
-        v_members := v_members + 1;
-        v_lots := v_lots + x.expired_lots;
-        v_points := v_points + x.expired_points;
-        v_last := r.member_id;
-    END LOOP;
-    RETURN QUERY SELECT v_members, v_lots, v_points, v_last;
+        ) u ORDER BY u.member_id LIMIT p_limit
+    ) c;
+    IF v_members IS NULL THEN
+        RETURN QUERY SELECT 0, 0, 0::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+    PERFORM 1 FROM member_balances WHERE member_id = ANY (v_members) ORDER BY member_id FOR UPDATE;
+
+    RETURN QUERY
+    WITH due AS (
+        SELECT l.id, l.member_id, l.program_id, l.remaining FROM lots l
+          JOIN member_balances b ON b.member_id = l.member_id
+         WHERE l.member_id = ANY (v_members) AND l.remaining > 0 AND NOT l.pending
+           AND ((NOT l.expires_on_inactivity AND l.expires_at <= p_as_of)
+                OR (l.expires_on_inactivity AND b.activity_expires_at <= p_as_of))
+    ), per_member AS (
+        SELECT d.member_id, d.program_id, sum(d.remaining)::bigint AS pts, count(*)::integer AS n
+          FROM due d GROUP BY d.member_id, d.program_id
+    ), ent AS (
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, description, metadata)
+        SELECT pm.program_id, pm.member_id, 'expire', p_as_of, 'points expired', jsonb_build_object('lots', pm.n)
+          FROM per_member pm ORDER BY pm.member_id
+        RETURNING id, member_id
+    ), posted AS (
+        INSERT INTO postings (entry_id, program_id, member_id, account, points)
+        SELECT e.id, pm.program_id, pm.member_id, x.account, x.points
+          FROM ent e JOIN per_member pm ON pm.member_id = e.member_id
+         CROSS JOIN LATERAL (VALUES ('available', -pm.pts), ('expired', pm.pts)) AS x(account, points)
+    ), allocated AS (
+        INSERT INTO lot_allocations (entry_id, lot_id, points)
+        SELECT e.id, d.id, d.remaining FROM due d JOIN ent e ON e.member_id = d.member_id
+    ), emptied AS (
+        UPDATE lots SET remaining = 0 FROM due WHERE lots.id = due.id
+    ), debited AS (
+        UPDATE member_balances b SET available = b.available - pm.pts FROM per_member pm
+         WHERE b.member_id = pm.member_id
+    )
+    SELECT cardinality(v_members), coalesce((SELECT sum(pm.n) FROM per_member pm), 0)::integer,
+           coalesce((SELECT sum(pm.pts) FROM per_member pm), 0)::bigint, v_members[cardinality(v_members)];
 END $$;
 
 -- Facts of earning and tiers are append-only like the ledger itself.
