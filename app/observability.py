@@ -98,6 +98,7 @@ class RequestContextMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = 1
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
                 message["headers"] = headers
@@ -107,7 +108,17 @@ class RequestContextMiddleware:
             if content_length is not None and _too_large(content_length, self.max_body_bytes):
                 await _reject_too_large(send_wrapper, self.max_body_bytes)
                 return
-            await self.app(scope, _limited(receive, self.max_body_bytes), send_wrapper)
+            try:
+                await self.app(scope, _limited(receive, self.max_body_bytes), send_wrapper)
+            except Exception as exc:
+                # Answered here, inside the request context: the problem carries the request id, the
+                # connection stays open, and the error is logged once.
+                if status_holder.get("started"):
+                    raise
+                from app.api.problems import unexpected_error_response
+
+                response = unexpected_error_response(exc)
+                await response(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")

@@ -178,3 +178,37 @@ async def test_invalid_utf8_is_a_problem(tenant):
     )
     assert 400 <= r.status_code < 500
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_text_postgres_cannot_store_is_422_and_not_remembered(tenant):
+    await tenant.member("nul")
+    r = await tenant.adjust("nul", 5, idem="nul-key", reason="a\u0000b")
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    assert r.json().get("request_id")
+    fixed = await tenant.adjust("nul", 5, idem="nul-key", reason="ab")
+    assert fixed.status_code == 201  # the corrected request may reuse the key
+    boolean = await tenant.client.post("/v1/adjustments", json={"member_id": "nul", "points": True, "reason": "x"},
+                                       headers=tenant.headers(idem="bool"))
+    assert boolean.status_code == 422
+
+
+async def test_negative_balance_is_repaid_when_points_return_to_their_lots(tenant):
+    """A void (and a refund, a released hold, a reversed debit) for a member in debt repays the debt first."""
+    import uuid as _uuid
+
+    await tenant.member("debt")
+    await tenant.adjust("debt", 100)
+    r = await tenant.client.post("/v1/purchases", json={
+        "member_id": "debt", "order_id": "debt-1", "currency": "EUR", "total": "20.00",
+        "lines": [{"sku": "X", "quantity": 1, "unit_price": "20.00"}]}, headers=tenant.headers(idem=_uuid.uuid4().hex))
+    assert r.status_code == 201
+    hold = (await tenant.client.post("/v1/holds", json={"member_id": "debt", "points": 100},
+                                     headers=tenant.headers(idem=_uuid.uuid4().hex))).json()["hold"]
+    await tenant.client.post("/v1/redemptions", json={"member_id": "debt", "points": 20},
+                             headers=tenant.headers(idem=_uuid.uuid4().hex))
+    ret = await tenant.client.post("/v1/purchases/debt-1/returns", json={"return_id": "all", "amount": "20.00"},
+                                   headers=tenant.headers(idem=_uuid.uuid4().hex))
+    assert ret.json()["balance"]["available"] == -20
+    void = await tenant.client.post(f"/v1/holds/{hold['id']}/void", headers=tenant.headers(idem=_uuid.uuid4().hex))
+    assert void.json()["balance"]["available"] == 80
+    assert (await tenant.verify())["ok"]

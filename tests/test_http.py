@@ -59,3 +59,23 @@ async def test_health_readiness_and_metrics(client):
     line = 'points_ledger_http_requests_total{method="GET",route="/v1/members/{member_id}/balance",status="401"}'
     assert line in metrics
     assert "points_ledger_db_pool_size" in metrics
+
+
+async def test_unexpected_errors_are_bare_500s_with_the_request_id(tenant, monkeypatch):
+    from app.ledger import service
+
+    async def boom(*args, **kwargs):
+        raise RuntimeError("SELECT secret FROM internals")
+
+    monkeypatch.setattr(service, "get_balance", boom)
+    await tenant.member("boom")
+    r = await tenant.client.get("/v1/members/boom/balance", headers={**tenant.headers(), "X-Request-ID": "rid-500"})
+    assert r.status_code == 500
+    assert r.json()["code"] == "internal_error" and r.json()["request_id"] == "rid-500"
+    assert r.headers["x-request-id"] == "rid-500"
+    assert "SELECT" not in r.text and "Traceback" not in r.text
+
+
+async def test_405_carries_allow(client):
+    r = await client.request("TRACE", "/healthz")
+    assert r.status_code == 405 and "GET" in r.headers.get("allow", "")

@@ -43,6 +43,12 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
 """
 PURGE = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(days => $1)"
 
+# Answers that are not outcomes of the operation: the request was invalid (validation the service does
+# itself, after parsing) or the key is busy/reused. A corrected request may reuse the key.
+NOT_REMEMBERED = frozenset({
+    "idempotency_key_reused", "request_in_progress", "validation_error", "currency_mismatch", "points_out_of_range",
+})
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -99,7 +105,7 @@ async def run_idempotent(
             headers = {"Idempotent-Replayed": "true"} if payload.get("replayed") else None
             return JSONResponse(payload, status_code=status, headers=headers)
         except DomainError as refusal:
-            if refusal.code in ("idempotency_key_reused", "request_in_progress"):
+            if refusal.code in NOT_REMEMBERED:
                 raise
             return await _remember_refusal(conn, program, key, fingerprint, refusal)
 

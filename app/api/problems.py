@@ -73,6 +73,7 @@ _CONNECTION_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. a connection reset while Postgres shuts down
     asyncpg.PostgresConnectionError,
     ConnectionError,
     TimeoutError,
@@ -105,11 +106,18 @@ def install_handlers(app: FastAPI) -> None:
                 401: "unauthorized", 415: "unsupported_media_type"}.get(exc.status_code)
         if code is None:
             code = "validation_error" if exc.status_code < 500 else "internal_error"
-        return problem_response(code, str(exc.detail) if exc.detail else None)
+        return problem_response(code, str(exc.detail) if exc.detail else None, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: Exception) -> JSONResponse:
         return problem_response("payload_too_large")
+
+    @app.exception_handler(asyncpg.CharacterNotInRepertoireError)
+    @app.exception_handler(asyncpg.UntranslatableCharacterError)
+    @app.exception_handler(asyncpg.InvalidTextRepresentationError)
+    async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response("validation_error", "The request contains text Postgres cannot store (a NUL "
+                                "character or a lone surrogate).")
 
     @app.exception_handler(asyncpg.QueryCanceledError)
     async def _timeout(request: Request, exc: Exception) -> JSONResponse:
@@ -122,11 +130,16 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, _CONNECTION_ERRORS) or _is_connection_failure(exc):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return problem_response("database_unavailable", headers={"Retry-After": "1"})
-        log.exception("unhandled error")
-        return problem_response("internal_error")
+        return unexpected_error_response(exc)
+
+
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """The answer to an exception nothing else handled: 503 for a database that is down, else a bare 500."""
+    if isinstance(exc, _CONNECTION_ERRORS) or (isinstance(exc, Exception) and _is_connection_failure(exc)):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response("database_unavailable", headers={"Retry-After": "1"})
+    log.error("unhandled error", exc_info=exc)
+    return problem_response("internal_error")
 
 
 def _is_connection_failure(exc: Exception) -> bool:
@@ -142,8 +155,8 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route: each status with the problem codes it may carry."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    for code in (*codes, "validation_error", "unauthorized", "rate_limited", "internal_error", "database_unavailable",
-                 "database_timeout"):
+    for code in (*codes, "validation_error", "malformed_request", "unauthorized", "rate_limited", "internal_error",
+                 "database_unavailable", "database_timeout"):
         status = CATALOG[code][0]
         if code not in by_status[status]:
             by_status[status].append(code)

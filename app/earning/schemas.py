@@ -111,7 +111,7 @@ class ReturnCreate(BaseModel):
 
     return_id: ClientId = Field(description="Your return id; unique per purchase")
     lines: list[ReturnedLine] | None = Field(default=None, min_length=1, max_length=5000)
-    amount: Money | None = Field(default=None, description="A refunded amount instead of lines")
+    amount: Annotated[Money, Field(gt=0)] | None = Field(default=None, description="A refunded amount instead of lines")
 
 
 class ReturnResult(BaseModel):

@@ -11,7 +11,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from app.expiry import queries as q
 from app.expiry.policy import NEVER, Activity, ExpirationPolicy, activity_expires_at, lot_expires_at
@@ -20,7 +20,7 @@ from app.programs.context import Principal
 
 
 class PolicyUpdate(ExpirationPolicy):
-    effective_from: datetime | None = Field(
+    effective_from: AwareDatetime | None = Field(
         default=None, description="Lots created from this time on get their expiry from this version; default now")
 
 

@@ -15,9 +15,10 @@ MemberRef = Annotated[
     str,
     StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$"),
 ]
-Points = Annotated[int, Field(ge=1, le=MAX_POINTS, description="Whole points, at most 10^12")]
+# strict: a JSON boolean or a string is not a number of points
+Points = Annotated[int, Field(ge=1, le=MAX_POINTS, strict=True, description="Whole points, at most 10^12")]
 SignedPoints = Annotated[
-    int, Field(ge=-MAX_POINTS, le=MAX_POINTS, description="Whole points, non-zero, |points| <= 10^12")
+    int, Field(ge=-MAX_POINTS, le=MAX_POINTS, strict=True, description="Whole points, non-zero, |points| <= 10^12")
 ]
 ExternalRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Metadata = Annotated[dict[str, Any], Field(description="Free-form JSON object, stored with the entry")]

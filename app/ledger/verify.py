@@ -98,7 +98,8 @@ CHECKS: dict[str, str] = {
         FROM holds h
         LEFT JOIN LATERAL (
             SELECT sum(la.points) AS net FROM lot_allocations la
-            WHERE la.entry_id = h.hold_entry_id OR la.entry_id = h.resolve_entry_id
+            -- positive allocations of the resolve entry repay a negative balance (ledger_cover_debt)
+            WHERE la.entry_id = h.hold_entry_id OR (la.entry_id = h.resolve_entry_id AND la.points < 0)
         ) a ON true
         WHERE ($1::uuid IS NULL OR h.program_id = $1)
           AND coalesce(a.net, 0) <> CASE h.status WHEN 'open' THEN h.points

@@ -4,11 +4,13 @@ Callers own the transaction (except ``release_expired_holds``, a job that commit
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 
 from app.errors import DomainError
 from app.ledger.service import get_balance
+from app.money import fits_currency
 from app.programs.context import Principal
 from app.redemption import queries as q
 from app.redemption.conversion import check_amount, max_redeemable, points_value
@@ -46,6 +48,11 @@ async def _check(conn: asyncpg.Connection, p: Principal, status: str, member_ref
     raise RuntimeError(f"unexpected ledger status {status!r}")
 
 
+def _check_money(p: Principal, amount: Decimal | None) -> None:
+    if amount is not None and not fits_currency(amount, p.currency):
+        raise DomainError("validation_error", f"order_total: {amount} has more decimals than {p.currency} allows.")
+
+
 def _check_currency(p: Principal, currency: str | None) -> None:
     if currency is not None and currency != p.currency:
         raise DomainError("currency_mismatch", f"This program works in {p.currency}.", expected=p.currency)
@@ -53,6 +60,7 @@ def _check_currency(p: Principal, currency: str | None) -> None:
 
 async def quote(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: QuoteRequest) -> Quote:
     _check_currency(p, data.currency)
+    _check_money(p, data.order_total)
     balance = await get_balance(conn, p.program_id, data.member_id)
     points, limited_by = max_redeemable(balance.available, data.order_total, p.settings)
     return Quote(
@@ -70,6 +78,7 @@ def _validate_amount(p: Principal, data: RedeemCreate) -> None:
 
 
 async def redeem(conn: asyncpg.Connection, p: Principal, data: RedeemCreate) -> RedemptionWithBalance:
+    _check_money(p, data.order_total)
     _validate_amount(p, data)
     row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, "redeem",
                               data.reference, data.description, data.metadata, None)
@@ -81,6 +90,7 @@ async def redeem(conn: asyncpg.Connection, p: Principal, data: RedeemCreate) -> 
 
 
 async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> HoldWithBalance:
+    _check_money(p, data.order_total)
     _validate_amount(p, data)
     seconds = data.expires_in_seconds or p.settings.hold_default_seconds
     if seconds > p.settings.hold_max_seconds:

@@ -342,6 +342,8 @@ BEGIN
         )
         INSERT INTO lot_allocations (entry_id, lot_id, points)
         SELECT v_entry, back.lot_id, -back.points FROM back ORDER BY back.lot_id;
+        -- repay a negative balance from the restored points (ledger_cover_debt, migration 0002)
+        PERFORM ledger_cover_debt(o.member_id, v_entry, -v_available);
     END IF;
 
     RETURN QUERY SELECT 'ok'::text, v_entry;

@@ -47,6 +47,30 @@ BEGIN
     END IF;
 END $$;
 
+-- After points went back into their lots: if the member's available balance is below what its spendable
+-- lots now hold (it was negative: a return took back points already spent), the lots give up the
+-- difference at once, soonest-expiring first, so spendable lots keep covering exactly max(available, 0).
+-- The repayment is recorded as (positive) allocations under p_entry.
+CREATE FUNCTION ledger_cover_debt(p_member bigint, p_entry bigint, p_restored bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_available bigint;
+    v_spendable bigint;
+BEGIN
+    IF p_restored <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT available INTO v_available FROM member_balances WHERE member_id = p_member;
+    IF v_available >= p_restored THEN
+        RETURN;  -- it was not negative: nothing to repay
+    END IF;
+    SELECT coalesce(sum(remaining), 0) INTO v_spendable FROM lots
+     WHERE member_id = p_member AND remaining > 0 AND NOT pending;
+    IF v_spendable > greatest(v_available, 0) THEN
+        PERFORM ledger_consume_lots(p_member, p_entry, v_spendable - greatest(v_available, 0));
+    END IF;
+END $$;
+
 -- Resolve an open hold: 'void' (client cancels) or 'release' (expired; only once past expires_at).
 -- Its points go back to the lots they were reserved from. Caller need not hold any lock.
 CREATE FUNCTION ledger_release_hold(p_program uuid, p_hold bigint, p_kind text, p_now timestamptz)
@@ -83,6 +107,7 @@ BEGIN
     PERFORM ledger_restore_lots(ARRAY[h.hold_entry_id], v_entry, h.points, p_now, false);
     UPDATE member_balances SET available = available + h.points, held = held - h.points
      WHERE member_id = h.member_id;
+    PERFORM ledger_cover_debt(h.member_id, v_entry, h.points);
     UPDATE holds SET status = CASE p_kind WHEN 'void' THEN 'voided' ELSE 'expired' END,
                      resolved_at = p_now, resolve_entry_id = v_entry
      WHERE id = h.id;
@@ -217,6 +242,7 @@ BEGIN
        SET held = held - h.points, available = available + v_back,
            lifetime_redeemed = lifetime_redeemed + v_capture
      WHERE member_id = h.member_id;
+    PERFORM ledger_cover_debt(h.member_id, v_entry, v_back);
     UPDATE holds SET status = 'captured', captured_points = v_capture, resolved_at = p_now,
                      resolve_entry_id = v_entry
      WHERE id = h.id;
@@ -277,6 +303,7 @@ BEGIN
     UPDATE member_balances
        SET available = available + v_restored, lifetime_redeemed = lifetime_redeemed - p_points
      WHERE member_id = r.member_id;
+    PERFORM ledger_cover_debt(r.member_id, v_entry, v_restored);
     UPDATE redemptions SET refunded_points = refunded_points + p_points WHERE id = r.id;
     INSERT INTO redemption_refunds (redemption_id, entry_id, points, available_points, expired_points, created_at)
     VALUES (r.id, v_entry, p_points, v_restored, v_expired, p_now)
