@@ -79,3 +79,13 @@ async def test_unexpected_errors_are_bare_500s_with_the_request_id(tenant, monke
 async def test_405_carries_allow(client):
     r = await client.request("TRACE", "/healthz")
     assert r.status_code == 405 and "GET" in r.headers.get("allow", "")
+
+
+async def test_oversized_chunked_body_is_413(tenant):
+    async def chunks():
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    r = await tenant.client.post("/v1/adjustments", content=chunks(),
+                                 headers={**tenant.headers(idem="chunked"), "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"

@@ -91,6 +91,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _caused_by(exc, BodyTooLarge):
+            return problem_response("payload_too_large")
         errors = [
             {"loc": [str(x) if not isinstance(x, int) else x for x in e.get("loc", ())],
              "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
@@ -102,7 +104,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+        if _caused_by(exc, BodyTooLarge):  # the limit hit while FastAPI was reading a chunked body
+            return problem_response("payload_too_large")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "malformed_request",
                 401: "unauthorized", 415: "unsupported_media_type"}.get(exc.status_code)
         if code is None:
             code = "validation_error" if exc.status_code < 500 else "internal_error"
@@ -140,6 +144,17 @@ def unexpected_error_response(exc: BaseException) -> JSONResponse:
         return problem_response("database_unavailable", headers={"Retry-After": "1"})
     log.error("unhandled error", exc_info=exc)
     return problem_response("internal_error")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _is_connection_failure(exc: Exception) -> bool:
