@@ -7,7 +7,8 @@
    after its tries) only if its idempotency record shows it committed, so a retry would acknowledge it
    (``crash`` retries those before checking, and then none may be left in doubt);
 3. every definitive answer to the same operation is identical (replays, concurrent duplicates, retries), and at
-   most one of them was not marked ``Idempotent-Replayed``; a key reused for another request is refused;
+   most one of them was not marked ``Idempotent-Replayed`` (validation failures are not stored, so each retry
+   answers afresh: same status and problem, its own request id); a key reused for another request is refused;
 4. a hold is resolved at most once, as its acknowledged capture or void said;
 5. the acknowledged answers add up to the books: per member, the sum of their movements equals
    available + pending + held, the held points equal the open holds, and lifetime_redeemed equals
@@ -71,6 +72,19 @@ def load_log(path: Path) -> dict[str, LoggedOp]:
 
 def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+# README: "Requests that fail validation are not stored": a retry validates again and answers afresh (same
+# status and problem, its own request id, no Idempotent-Replayed).
+NOT_STORED = {"validation_error", "malformed_request"}
+
+
+def _unstored(a: dict[str, Any]) -> bool:
+    return a["status"] in (400, 422) and isinstance(a["resp"], dict) and a["resp"].get("code") in NOT_STORED
+
+
+def _without_request_id(body: Any) -> Any:
+    return {k: v for k, v in body.items() if k != "request_id"} if isinstance(body, dict) else body
 
 
 async def check(run: Run, log_path: Path, database_url: str, program_id: str, base_url: str, admin_key: str,
@@ -187,16 +201,19 @@ def _check_operations(run: Run, ops: dict[str, LoggedOp], db: dict[str, Any], al
             first = answers[0]
             for a in answers[1:]:
                 replays_checked += 1
-                if a["status"] != first["status"] or not _same(a["resp"], first["resp"]):
+                unstored = _unstored(first) and _unstored(a)
+                same = (_same(_without_request_id(a["resp"]), _without_request_id(first["resp"])) if unstored
+                        else _same(a["resp"], first["resp"]))
+                if a["status"] != first["status"] or not same:
                     run.anomaly("replay_differs", op=op.id, kind=op.kind, first_status=first["status"],
                                 status=a["status"], purpose=a["purpose"], first=str(first["resp"])[:300],
                                 other=str(a["resp"])[:300])
-            fresh = [a for a in answers if not a["replayed"]]
+            fresh = [a for a in answers if not a["replayed"] and not _unstored(a)]
             if len(fresh) > 1:
                 run.anomaly("executed_twice", op=op.id, kind=op.kind, answers=len(fresh),
                             statuses=[a["status"] for a in fresh])
             for a in answers:
-                if a["purpose"] == "replay" and not a["replayed"] and a is not answers[0]:
+                if a["purpose"] == "replay" and not a["replayed"] and a is not answers[0] and not _unstored(a):
                     run.anomaly("replay_not_marked", op=op.id, kind=op.kind, status=a["status"])
         if op.kind == "misuse":
             _check_misuse(run, op, answers, db)

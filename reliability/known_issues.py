@@ -24,11 +24,11 @@ class Issue:
 ISSUES: dict[str, Issue] = {
     "RL-6": Issue(
         "Lax coercions accept requests the contract calls invalid: a number as a date (birthday 0 -> "
-        "1970-01-01), a UTF-16 encoded body (RFC 8259: JSON between systems is UTF-8). (Booleans as points "
-        "are refused since points are strict integers.)",
-        "POST /v1/adjustments {\"member_id\": \"m\", \"points\": true, \"reason\": \"x\"} -> 201, 1 point; "
-        "PUT /v1/members/m {\"birthday\": 0} -> 200 with birthday 1970-01-01; the adjustment above encoded "
-        "as UTF-16 -> 201.",
+        "1970-01-01), a number as a boolean (expiration policy round_to_end_of_month 0), a UTF-16 encoded "
+        "body (RFC 8259: JSON between systems is UTF-8). (Booleans as points are refused since points are "
+        "strict integers.)",
+        "PUT /v1/members/m {\"birthday\": 0} -> 200 with birthday 1970-01-01; POST /v1/adjustments "
+        "{\"member_id\": \"m\", \"points\": 5, \"reason\": \"x\"} encoded as UTF-16 -> 201.",
         {"fuzz": ("bad_input_*:adjustment points=True", "bad_input_*:UTF-16 body", "schemathesis_ST201:",
                   "validation_failure_stored_under_key:adjustment points=True",
                   "validation_failure_stored_under_key:UTF-16 body")},
@@ -38,6 +38,13 @@ ISSUES: dict[str, Issue] = {
         "FastAPI parses the body before the auth dependency runs.",
         "curl -X POST /v1/adjustments -H 'Content-Type: application/json' -d '{not json' (no key) -> 400.",
         {"security": ("body_parsed_before_authentication:",)},
+    ),
+    "RL-13": Issue(
+        "GET /v1/redemptions/quote (only POST is declared) is answered 422, not 405: the path matches GET "
+        "/v1/redemptions/{redemption_id} with redemption_id 'quote'. (GET /v1/purchases/quote likewise reads "
+        "the order with id 'quote'.) A literal segment beside a parameter of the same depth.",
+        "curl -X GET /v1/redemptions/quote -H 'Authorization: Bearer <admin>' -> 422 path.redemption_id.",
+        {"fuzz": ("schemathesis_ST204:",)},
     ),
 }
 
