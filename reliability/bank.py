@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import traceback
 from typing import Any
 
 from reliability.checker import check
-from reliability.harness import FreshDatabase, Run, Service, common_parser, create_program, open_server, time_limit
+from reliability.harness import FreshDatabase, Run, Service, common_parser, create_program, execute, open_server
 from reliability.workload import ClientLog, RetryPolicy, Workload
 
 QUICK = {"seconds": 8.0, "clients": 32, "members": 6}
@@ -77,12 +76,7 @@ async def bank(args: Any, run: Run) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     run = Run("bank", args.out, args.seed)
-    try:
-        headline = asyncio.run(asyncio.wait_for(bank(args, run), time_limit(args)))
-    except Exception as exc:  # the harness itself failed: that is not a clean run
-        run.anomaly("harness_error", error=f"{type(exc).__name__}: {exc}"[:2000],
-                    traceback=traceback.format_exc()[-2500:])
-        headline = "harness error"
+    headline = execute(run, args, bank)
     per_kind = run.figures.get("per_kind", {})
     for kind, outcomes in per_kind.items():
         print(f"  {kind:15s} {outcomes}")

@@ -21,7 +21,6 @@ import asyncio
 import os
 import sys
 import time
-import traceback
 from typing import Any
 
 import httpx
@@ -36,7 +35,7 @@ from reliability.harness import (
     Service,
     common_parser,
     create_program,
-    time_limit,
+    execute,
 )
 from reliability.workload import ClientLog, Op, RetryPolicy, Workload, definitive
 
@@ -308,12 +307,7 @@ async def crash(args: Any, run: Run) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     run = Run("crash", args.out, args.seed)
-    try:
-        headline = asyncio.run(asyncio.wait_for(crash(args, run), time_limit(args)))
-    except Exception as exc:
-        run.anomaly("harness_error", error=f"{type(exc).__name__}: {exc}"[:2000],
-                    traceback=traceback.format_exc()[-2500:])
-        headline = "harness error"
+    headline = execute(run, args, crash)
     for fault in run.figures.get("faults", []):
         print("  fault " + ", ".join(f"{k}={v}" for k, v in fault.items() if k != "at"))
     return run.finish(headline)

@@ -26,7 +26,6 @@ import os
 import re
 import subprocess
 import sys
-import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +42,11 @@ from reliability.harness import (
     common_parser,
     connect,
     create_program,
+    execute,
     leaks,
     open_server,
     run_verify,
     table_counts,
-    time_limit,
 )
 
 OPENAPI = ROOT / "openapi" / "openapi.json"
@@ -521,12 +520,7 @@ async def fuzz(args: Any, run: Run) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     run = Run("fuzz", args.out, args.seed)
-    try:
-        headline = asyncio.run(asyncio.wait_for(fuzz(args, run), time_limit(args)))
-    except Exception as exc:
-        run.anomaly("harness_error", error=f"{type(exc).__name__}: {exc}"[:2000],
-                    traceback=traceback.format_exc()[-2500:])
-        headline = "harness error"
+    headline = execute(run, args, fuzz)
     for name, count in run.figures.get("schemathesis_failures", {}).items():
         print(f"  schemathesis {name}: {count}")
     return run.finish(headline)

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 import warnings
 from collections import Counter
@@ -67,6 +68,18 @@ def common_parser(mode: str, description: str) -> argparse.ArgumentParser:
 
 def time_limit(args: argparse.Namespace) -> float:
     return float(args.time_limit or (300 if args.quick else 7200))
+
+
+def execute(run: Run, args: argparse.Namespace, mode: Callable[[argparse.Namespace, Run], Any]) -> str:
+    """Run a mode's coroutine within its time limit; a failure of the harness itself is an anomaly (not a
+    clean run). Returns the summary headline."""
+    try:
+        headline: str = asyncio.run(asyncio.wait_for(mode(args, run), time_limit(args)))
+        return headline
+    except Exception as exc:
+        run.anomaly("harness_error", error=f"{type(exc).__name__}: {exc}"[:2000],
+                    traceback=traceback.format_exc()[-2500:])
+        return "harness error"
 
 
 # --- bounded waiting -----------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ import hashlib
 import json
 import sys
 import time
-import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,9 +46,9 @@ from reliability.harness import (
     common_parser,
     connect,
     create_program,
+    execute,
     leaks,
     open_server,
-    time_limit,
 )
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
@@ -566,12 +565,7 @@ async def security(args: Any, run: Run) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     run = Run("security", args.out, args.seed)
-    try:
-        headline = asyncio.run(asyncio.wait_for(security(args, run), time_limit(args)))
-    except Exception as exc:
-        run.anomaly("harness_error", error=f"{type(exc).__name__}: {exc}"[:2000],
-                    traceback=traceback.format_exc()[-2500:])
-        headline = "harness error"
+    headline = execute(run, args, security)
     for route, scopes in run.figures.get("scopes_by_route", {}).items():
         print(f"  {route:55s} {','.join(scopes)}")
     return run.finish(headline)
