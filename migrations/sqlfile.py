@@ -12,7 +12,10 @@ from alembic import op
 
 
 def run_sql_file(path: Path) -> None:
-    sql = path.read_text()
+    run_sql(path.read_text())
+
+
+def run_sql(sql: str) -> None:
     dbapi_connection = op.get_bind().connection.dbapi_connection
     assert dbapi_connection is not None
     dbapi_connection.run_async(lambda driver: driver.execute(sql))  # type: ignore[attr-defined]

@@ -189,7 +189,11 @@ lots = sa.Table(
     # The expiry sweep: spendable lots by member, those with a date of their own.
     sa.Index("ix_lots_expiring", "member_id", "expires_at",
              postgresql_where=sa.text("remaining > 0 AND NOT pending AND expires_at IS NOT NULL")),
-    sa.Index("ix_lots_pending_member", "member_id", postgresql_where=sa.text("pending")),
+    # A member's pending lots by the time they become available (the balance read, settling before a debit).
+    sa.Index("ix_lots_pending_member", "member_id", "available_at", postgresql_where=sa.text("pending")),
+    # Lots under the activity policy (they expire with the member's activity date, not their own).
+    sa.Index("ix_lots_open_inactivity", "member_id",
+             postgresql_where=sa.text("remaining > 0 AND expires_on_inactivity")),
 )
 
 lot_allocations = sa.Table(
