@@ -221,3 +221,59 @@ async def test_returns_take_back_qualifying_line_points_only_and_quotes_use_the_
         "member_id": "gold", "currency": "EUR", "total": "20.00",
         "lines": [{"sku": "X", "quantity": 1, "unit_price": "20.00"}]}, headers=tenant.headers())
     assert quote.json()["points"] == 30  # Gold x1.5
+
+
+# The tier metric's definition: every purchase of the window summed. The service reads it from daily totals
+# (app/tiers/queries.METRICS); both must agree for any window, across UTC day edges and after returns.
+METRIC_DEFINITION = """
+SELECT m.member_id,
+       coalesce(sum(CASE WHEN $4 THEN p.points - p.clawed_back_points
+                         ELSE greatest(p.qualifying_points - p.qualifying_clawed_back, 0) END), 0) AS points,
+       coalesce(sum(p.eligible_amount), 0) AS spend, count(p.id) AS purchases
+FROM unnest($1::bigint[]) AS m(member_id)
+LEFT JOIN purchases p ON p.member_id = m.member_id AND p.occurred_at >= $2 AND p.occurred_at <= $3
+GROUP BY m.member_id
+"""
+
+
+async def test_metric_from_daily_totals_equals_the_sum_over_purchases(tenant, db):
+    from app.tiers.queries import METRICS
+
+    await _tiers(tenant)
+    rules = {"base": {"points_per_unit": "1"}, "effective_from": "2020-01-01T00:00:00Z",
+             "rules": [{"id": "big", "kind": "threshold_bonus", "points": 50, "min_total": "30"}]}
+    r = await tenant.client.put("/v1/program/earn-rules", json=rules, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    rng = random.Random(7)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    moments = [midnight - timedelta(days=d, minutes=m) for d in (0, 1, 40, 200, 380) for m in (-1, 0, 1, 600)]
+    moments = [m for m in moments if m <= datetime.now(UTC)]
+    orders = []
+    for i, moment in enumerate(moments):
+        order = f"mt-{i}"
+        price = "20.00" if i % 3 == 0 else "6.00"  # 2 x 20.00 earns the threshold bonus
+        body = {"member_id": f"mt-{i % 2}", "order_id": order, "occurred_at": _iso(moment), "currency": "EUR",
+                "total": "40.00" if i % 3 == 0 else "12.00",
+                "lines": [{"sku": "A", "quantity": 2, "unit_price": price}]}
+        r = await tenant.client.post("/v1/purchases", json=body, headers=tenant.headers(idem=uuid.uuid4().hex))
+        assert r.status_code == 201, r.text
+        orders.append(order)
+    for order in rng.sample(orders, 5):  # returns change the totals of their purchase's day
+        r = await tenant.client.post(f"/v1/purchases/{order}/returns",
+                                     json={"return_id": "r1", "lines": [{"sku": "A", "quantity": 1}]},
+                                     headers=tenant.headers(idem=uuid.uuid4().hex))
+        assert r.status_code == 201, r.text
+    members = [r["id"] for r in await db.fetch(
+        "SELECT id FROM members WHERE program_id = $1 ORDER BY id", tenant.program_id)]
+    edges = sorted({*moments, *(m + timedelta(microseconds=1) for m in moments),
+                    *(m - timedelta(microseconds=1) for m in moments), midnight + timedelta(hours=5)})
+    checked = 0
+    for _ in range(60):
+        start, end = sorted(rng.sample(edges, 2))
+        for bonuses in (False, True):
+            fast = [dict(r) for r in await db.fetch(METRICS, members, start, end, bonuses)]
+            plain = [dict(r) for r in await db.fetch(METRIC_DEFINITION, members, start, end, bonuses)]
+            assert sorted(fast, key=str) == sorted(plain, key=str), (start, end, bonuses)
+            checked += sum(r["purchases"] for r in plain)
+    assert checked > 0
+    assert (await tenant.verify())["ok"]

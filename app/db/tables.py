@@ -386,6 +386,22 @@ tier_config_versions = sa.Table(
     sa.Index(None, "program_id", "effective_from"),
 )
 
+# Per member and UTC day of occurred_at, the sums the tier metric needs: materialised from `purchases` by
+# the trigger of migration 0005 (under the member's lock), recomputed by `verify`. The metric over a window
+# reads at most the window's days instead of every purchase in it.
+member_purchase_days = sa.Table(
+    "member_purchase_days",
+    metadata,
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True, comment="UTC date of the purchases' occurred_at"),
+    sa.Column("points", sa.BigInteger, nullable=False, comment="points awarded minus clawed back"),
+    sa.Column("qualifying_points", sa.BigInteger, nullable=False,
+              comment="per purchase: line points minus those returned, at least 0; summed"),
+    sa.Column("spend", sa.Numeric, nullable=False, comment="eligible amounts"),
+    sa.Column("purchases", sa.Integer, nullable=False),
+    comment="materialised from purchases by a trigger; checked by verify",
+)
+
 member_tiers = sa.Table(
     "member_tiers",
     metadata,

@@ -9,7 +9,8 @@ Checks (each set-based, one statement):
   points (held points are reserved out of their lots by the hold's allocations);
 * every member's held balance equals its open holds, and each hold's net lot allocations match its state
   (open: all its points; captured: the captured points; voided/expired: none);
-* every redemption's refunded points equal the sum of its refunds and never exceed it.
+* every redemption's refunded points equal the sum of its refunds and never exceed it;
+* every member's daily purchase totals (the tier metric's source) equal the sums of its purchases.
 """
 
 from __future__ import annotations
@@ -112,6 +113,24 @@ CHECKS: dict[str, str] = {
                ON f.redemption_id = r.id
         WHERE ($1::uuid IS NULL OR r.program_id = $1)
           AND (r.refunded_points <> coalesce(f.total, 0) OR r.refunded_points > r.points)
+    """,
+    "purchase_days_mismatch": """
+        WITH actual AS (
+            SELECT p.member_id, (p.occurred_at AT TIME ZONE 'UTC')::date AS day,
+                   sum(p.points - p.clawed_back_points) AS points,
+                   sum(greatest(p.qualifying_points - p.qualifying_clawed_back, 0)) AS qualifying_points,
+                   sum(p.eligible_amount) AS spend, count(*) AS purchases
+            FROM purchases p WHERE ($1::uuid IS NULL OR p.program_id = $1) GROUP BY 1, 2
+        ), stored AS (
+            SELECT d.* FROM member_purchase_days d JOIN members m ON m.id = d.member_id
+            WHERE ($1::uuid IS NULL OR m.program_id = $1)
+        )
+        SELECT coalesce(a.member_id, s.member_id) AS member_id, coalesce(a.day, s.day) AS day,
+               a.points AS points, s.points AS stored_points, a.purchases AS purchases,
+               s.purchases AS stored_purchases
+        FROM actual a FULL JOIN stored s ON s.member_id = a.member_id AND s.day = a.day
+        WHERE a.member_id IS NULL OR s.member_id IS NULL OR a.points <> s.points
+           OR a.qualifying_points <> s.qualifying_points OR a.spend <> s.spend OR a.purchases <> s.purchases
     """,
 }
 
