@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", help="comma-separated subset of workloads to run (default: all)")
     p.add_argument("--expired-holds", type=int, help="expired holds for the release job (default 5,000; quick 200)")
     p.add_argument("--profile", action="store_true",
-                   help="after the runs, profile the service workers with py-spy during redeem and balance read")
+                   help="after the runs, py-spy the service workers during purchase, redeem and balance read")
     p.add_argument("--no-wrk", action="store_true", help="skip the wrk cross-check even if wrk is installed")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})")
     p.add_argument("--data-dir", type=Path, default=ROOT / ".data" / "bench-pg",
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.profile:
                 doc["profile"] = {}
-                for name in ("redeem", "balance_read"):
+                for name in ("purchase", "redeem", "balance_read"):
                     wl = BY_NAME[name]
                     ops, _ = resolve_ops(wl, unavailable)
                     handles: list[Any] = []

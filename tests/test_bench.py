@@ -25,3 +25,18 @@ def test_bench_quick_produces_results(tmp_path, server_url):
         assert workload in run["results"], workload
     assert run["batch"]["verify_seeded"]["ok"] is True
     assert "balance_read_vs_raw_get" in run["ratios"]
+
+
+def test_scale_check_quick_produces_results(tmp_path, server_url):
+    env = {**os.environ, "DATABASE_URL": server_url}
+    r = subprocess.run([sys.executable, "-m", "bench.scale", "--quick", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    [path] = tmp_path.glob("scale-*.json")
+    scale = json.loads(path.read_text())
+    assert (scale["small"]["members"], scale["large"]["members"]) == (1_000, 3_000)
+    for size in ("small", "large"):
+        assert scale[size]["purchase"]["ops_per_second"] > 0 and scale[size]["purchase"]["errors"] == 0
+        assert scale[size]["expiry_sweep"]["lots"] > 0
+        assert scale[size]["verify_final"]["ok"] is True
+    assert scale["ratios"]["purchase_large_vs_small"] is not None
