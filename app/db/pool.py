@@ -17,6 +17,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg ships no type for it
+    """A connection of the request pool. asyncpg resets a connection when the pool takes it back: an open
+    transaction is rolled back, then one more round trip (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL``) clears session state. This service never leaves such state on a pooled connection: its
+    advisory locks are transaction-scoped, its settings ``SET LOCAL``, it opens no cursors, and it LISTENs
+    and holds the scheduler's session lock on connections of their own. So that round trip, a fifth of a
+    balance read's database work, is skipped; the rollback still happens."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
@@ -30,6 +42,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        connection_class=PooledConnection,
         timeout=5,  # connecting to a database that is down fails fast (503) instead of hanging
         command_timeout=max(statement_timeout_ms / 1000 * 2, 5),
         server_settings={

@@ -1,10 +1,25 @@
 """All SQL of earning. Writes are the SQL functions of migration 0003."""
 
-PURCHASE_CONTEXT = "SELECT * FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)"
-EARN = "SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+# The configuration documents come as text: a version is parsed once per process (app.programs.versions),
+# so decoding its JSON on every purchase would be wasted work.
+PURCHASE_CONTEXT = """
+SELECT status, member_pk, birthday, first_purchase, earned_today, earned_this_month, rule_version_id,
+       rules::text AS rules, existing_purchase_id, existing_hash, policy_version_id, policy::text AS policy,
+       tier_config_id, tier_config_version, tier_config::text AS tier_config, tier_then, tier, tier_valid_until,
+       manual_tier, manual_until, rule_version
+FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)
+"""
+# The purchase and its award arrive as JSON text (pydantic serialises them in one step) and become jsonb here.
+EARN = """
+SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8::text::jsonb, $9, $10, $11, $12, $13, $14, $15)
+"""
 RETURN_CONTEXT = "SELECT * FROM ledger_return_context($1, $2, $3)"
 CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-EVENT_CONTEXT = "SELECT * FROM ledger_event_context($1, $2, $3, $4, $5, $6, $7)"
+EVENT_CONTEXT = """
+SELECT status, member_pk, count_today, count_this_month, count_ever, rule_version_id, rules::text AS rules,
+       existing_event_id, policy_version_id, policy::text AS policy
+FROM ledger_event_context($1, $2, $3, $4, $5, $6, $7)
+"""
 EVENT = "SELECT * FROM ledger_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 RULE_CONTEXT_FOR_QUOTE = """

@@ -169,8 +169,8 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
     try:
         row = await conn.fetchrow(
             q.EARN, p.program_id, ctx["member_pk"], data.order_id, occurred_at, digest,
-            data.model_dump(mode="json") | {"occurred_at": occurred_at.isoformat()}, ctx["rule_version_id"],
-            award.model_dump(mode="json"), award.points, available_at, expiry.expires_at, expiry.on_inactivity,
+            data.model_copy(update={"occurred_at": occurred_at}).model_dump_json(), ctx["rule_version_id"],
+            award.model_dump_json(), award.points, available_at, expiry.expires_at, expiry.on_inactivity,
             expiry.activity_expires_at, qualifying, award.eligible_amount,
         )
     except asyncpg.UniqueViolationError:

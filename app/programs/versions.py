@@ -80,8 +80,11 @@ async def history(conn: asyncpg.Connection | asyncpg.Pool, vt: VersionedTable,
 
 
 def parse(model: type[Model], version_id: int, raw: Any) -> Model:
-    """The validated document of version ``version_id`` (cached: versions are immutable)."""
-    return _parse(model, version_id, json.dumps(raw, sort_keys=True))  # type: ignore[return-value]
+    """The validated document of version ``version_id`` (cached: versions are immutable). ``raw``: the
+    document as JSON text (``jsonb::text``, the hot paths' form: nothing is decoded on a cache hit) or as
+    decoded JSON. The text is part of the key, so a process talking to two databases never mixes them."""
+    text = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+    return _parse(model, version_id, text)  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=1024)
