@@ -34,8 +34,7 @@ from bench.members import MemberPicker
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     from app.api.idempotency import CLAIM, COMPLETE
-    from app.ledger.queries import BALANCE
-    from app.redemption.queries import GET_REDEMPTION, REDEEM_OR_HOLD
+    from app.redemption.queries import REDEEM_OR_HOLD
 
     program = UUID(spec["program_id"])
     variant = spec["variant"]
@@ -62,9 +61,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             row = await conn.fetchrow(REDEEM_OR_HOLD, program, member, points, "redeem", reference, None, {}, None)
             if row["status"] != "ok":
                 return False
-            redemption = await conn.fetchrow(GET_REDEMPTION, program, row["object_id"])
-            balance = await conn.fetchrow(BALANCE, program, member)
-            payload = {"redemption": dict(redemption), "balance": dict(balance)}
+            payload = {"redemption": {"id": row["object_id"], "entry_id": row["entry_id"], "points": points},
+                       "balance": dict(row)}  # the function answers the balance too
             await conn.execute(COMPLETE, program, key, 201, json.loads(json.dumps(payload, default=str)))
         return True
 

@@ -1,6 +1,7 @@
 """All SQL for redemptions and holds. Writes are the SQL functions of migration 0002."""
 
-REDEEM_OR_HOLD = "SELECT status, entry_id, object_id FROM ledger_debit_available($1, $2, $3, $4, now(), $5, $6, $7, $8)"
+# The debit and the member's balance after it, in one round trip (ledger_debit, migration 0006).
+REDEEM_OR_HOLD = "SELECT * FROM ledger_debit($1, $2, $3, $4, now(), $5, $6, $7, $8)"
 CAPTURE = "SELECT status, entry_id, redemption_id FROM ledger_capture_hold($1, $2, $3, now())"
 RELEASE = "SELECT status, entry_id FROM ledger_release_hold($1, $2, $3, now())"
 REFUND = """

@@ -9,6 +9,7 @@ from decimal import Decimal
 import asyncpg
 
 from app.errors import DomainError
+from app.ledger.schemas import Balance
 from app.ledger.service import get_balance
 from app.money import fits_currency
 from app.programs.context import Principal
@@ -77,16 +78,30 @@ def _validate_amount(p: Principal, data: RedeemCreate) -> None:
         raise DomainError("invalid_redeem_amount", reason)
 
 
+async def _debit(conn: asyncpg.Connection, p: Principal, data: RedeemCreate, kind: str,
+                 expires_at: datetime | None) -> tuple[asyncpg.Record, Balance]:
+    """Redeem or hold: one round trip that also answers the balance after it (or, refused for insufficient
+    points, the balance that was too small)."""
+    row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, kind,
+                              data.reference, data.description, data.metadata, expires_at)
+    if row["status"] == "insufficient_points":
+        raise DomainError("insufficient_points", "The member does not have enough available points.",
+                          available=row["available"])
+    await _check(conn, p, row["status"], data.member_id)
+    return row, Balance(**{field: row[field] for field in Balance.model_fields})
+
+
 async def redeem(conn: asyncpg.Connection, p: Principal, data: RedeemCreate) -> RedemptionWithBalance:
+    """The answer is built from what was just written (a new redemption has no refunds), not read back."""
     _check_money(p, data.order_total)
     _validate_amount(p, data)
-    row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, "redeem",
-                              data.reference, data.description, data.metadata, None)
-    await _check(conn, p, row["status"], data.member_id)
-    return RedemptionWithBalance(
-        redemption=await get_redemption(conn, p, row["object_id"]),
-        balance=await get_balance(conn, p.program_id, data.member_id),
+    row, balance = await _debit(conn, p, data, "redeem", None)
+    redemption = Redemption(
+        id=row["object_id"], member_id=data.member_id, points=data.points, refunded_points=0,
+        amount=points_value(data.points, p.settings, p.currency), currency=p.currency, reference=data.reference,
+        entry_id=row["entry_id"], hold_id=None, created_at=row["created_at"], refunds=[],
     )
+    return RedemptionWithBalance(redemption=redemption, balance=balance)
 
 
 async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> HoldWithBalance:
@@ -96,11 +111,15 @@ async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> Hold
     if seconds > p.settings.hold_max_seconds:
         raise DomainError("hold_too_long", f"Holds last at most {p.settings.hold_max_seconds} seconds.")
     expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
-    row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, "hold",
-                              data.reference, data.description, data.metadata, expires_at)
-    await _check(conn, p, row["status"], data.member_id)
-    return HoldWithBalance(hold=await get_hold(conn, p, row["object_id"]),
-                           balance=await get_balance(conn, p.program_id, data.member_id))
+    row, balance = await _debit(conn, p, data, "hold", expires_at)
+    hold = Hold(
+        id=row["object_id"], member_id=data.member_id, points=data.points, captured_points=0,
+        status="open" if expires_at > row["created_at"] else "expired", reference=data.reference,
+        description=data.description, amount=points_value(data.points, p.settings, p.currency), currency=p.currency,
+        expires_at=expires_at, created_at=row["created_at"], resolved_at=None, hold_entry_id=row["entry_id"],
+        resolve_entry_id=None, redemption_id=None,
+    )
+    return HoldWithBalance(hold=hold, balance=balance)
 
 
 async def capture(conn: asyncpg.Connection, p: Principal, hold_id: int, data: CaptureRequest) -> CaptureResult:
