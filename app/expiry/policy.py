@@ -37,7 +37,8 @@ class ExpirationPolicy(BaseModel):
     days: int | None = Field(default=None, ge=1, le=36_500, description="fixed: days after occurred_at")
     months: int | None = Field(default=None, ge=1, le=1_200,
                                description="fixed: months after occurred_at; activity: months after last activity")
-    round_to_end_of_month: bool = Field(default=False, description="fixed: valid through the end of that month")
+    round_to_end_of_month: bool = Field(default=False, strict=True,  # true or false, never 0/1 or "true"
+                                        description="fixed: valid through the end of that month")
     period: Literal["quarter", "year"] | None = Field(default=None, description="end_of_period: the period")
     periods: int = Field(default=0, ge=0, le=100, description="end_of_period: periods after the earning one")
     activities: list[Activity] = Field(default_factory=lambda: _ALL_ACTIVITIES.copy(),

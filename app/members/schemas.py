@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 MemberStatus = Literal["active", "suspended", "closed"]
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _date_string(value: Any) -> Any:
+    """A calendar date is a string ``YYYY-MM-DD`` (or a ``date`` in Python), never a number (pydantic alone
+    would take ``0`` as 1970-01-01) nor a date-time."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError("date_type", "Input should be a valid calendar date YYYY-MM-DD") from None
+    raise PydanticCustomError("date_type", "Input should be a date as a string YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_date_string)]
 
 
 class MemberUpsert(BaseModel):
@@ -18,7 +37,7 @@ class MemberUpsert(BaseModel):
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
     phone: Annotated[str, StringConstraints(max_length=40, pattern=r"^[0-9+()\-. ]{3,40}$")] | None = None
-    birthday: date | None = None
+    birthday: IsoDate | None = None
     status: MemberStatus | None = None
     attributes: dict[str, Any] | None = Field(default=None, description="Free-form JSON object")
 
