@@ -23,11 +23,14 @@ async def get_program(principal: Reader, pool: Pool) -> Program:
 
 
 @router.patch("/program", response_model=Program, responses=responses("insufficient_scope"))
-async def update_program(body: ProgramUpdate, principal: Admin, pool: Pool) -> Program:
+async def update_program(body: ProgramUpdate, principal: Admin, pool: Pool, request: Request) -> Program:
     """Rename the program or change some of its settings (fields left out keep their value)."""
     async with pool.acquire() as conn, conn.transaction():
         program = await service.update_program(conn, principal.program_id, body)
         await conn.execute(NOTIFY, f"program:{program.id}")  # cached keys carry the settings
+    # This process at once (the notification reaches its listener a moment later): the caller's next request
+    # sees the new settings.
+    request.app.state.key_cache.evict(f"program:{program.id}")
     return program
 
 
