@@ -23,7 +23,8 @@ from app.errors import DomainError
 from app.programs import queries as q
 from app.programs.context import Principal
 
-__all__ = ["KeyCache", "KeyInvalidation", "Principal", "RateLimiter", "authenticate", "bearer", "require"]
+__all__ = ["KeyCache", "KeyInvalidation", "Principal", "RateLimiter", "authenticate", "authorize", "bearer",
+           "refusal_before_body", "require", "required_scopes"]
 from app.programs.keys import hash_key, matches, parse_prefix
 from app.programs.schemas import ProgramSettings
 
@@ -178,22 +179,64 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
     return principal
 
 
+async def authorize(request: Request, credentials: HTTPAuthorizationCredentials | None,
+                    scopes: tuple[str, ...]) -> Principal:
+    """The principal of a valid key holding one of ``scopes`` (admin holds all), within its rate limit;
+    else ``DomainError`` 401 ``unauthorized``, 429 ``rate_limited`` or 403 ``insufficient_scope``."""
+    principal = await authenticate(request, credentials)
+    wait = request.app.state.rate_limiter.check(principal.key_id)
+    if wait is not None:
+        raise DomainError("rate_limited", retry_after=max(1, math.ceil(wait)))
+    if not any(principal.allows(s) for s in scopes):
+        raise DomainError(
+            "insufficient_scope", f"This operation needs the scope {' or '.join(scopes)}.",
+            required_scopes=list(scopes),
+        )
+    return principal
+
+
+# Every dependency ``require`` made, with its scopes: the error handlers look up a route's access rule here
+# when they must answer before the route's own dependencies ran (a body that could not be parsed).
+_REQUIRED_SCOPES: dict[Callable[..., Any], tuple[str, ...]] = {}
+
+
 def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: an authenticated principal holding at least one of ``scopes`` (admin holds all)."""
 
     async def dependency(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
     ) -> Principal:
-        principal = await authenticate(request, credentials)
-        wait = request.app.state.rate_limiter.check(principal.key_id)
-        if wait is not None:
-            raise DomainError("rate_limited", retry_after=max(1, math.ceil(wait)))
-        if not any(principal.allows(s) for s in scopes):
-            raise DomainError(
-                "insufficient_scope", f"This operation needs the scope {' or '.join(scopes)}.",
-                required_scopes=list(scopes),
-            )
-        return principal
+        return await authorize(request, credentials, scopes)
 
     dependency.__name__ = f"require_{'_or_'.join(scopes)}"
+    _REQUIRED_SCOPES[dependency] = scopes
     return dependency
+
+
+def required_scopes(dependant: Any) -> tuple[str, ...] | None:
+    """The scopes a route's ``require(...)`` dependency asks for (searched through its dependency tree), or
+    None for a public route."""
+    stack = [dependant]
+    while stack:
+        d = stack.pop()
+        scopes = _REQUIRED_SCOPES.get(d.call) if d.call is not None else None
+        if scopes is not None:
+            return scopes
+        stack.extend(d.dependencies)
+    return None
+
+
+async def refusal_before_body(request: Request) -> DomainError | None:
+    """For a request whose body could not be parsed, so its route's dependencies never ran: the refusal its
+    access rule gives (401 without a valid key, 403 without the scope, 429 over the rate limit), if any.
+    Authentication comes before the body, whatever the body is."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    scopes = required_scopes(dependant) if dependant is not None else None
+    if scopes is None:
+        return None
+    try:
+        await authorize(request, await bearer(request), scopes)
+    except DomainError as refusal:
+        return refusal
+    return None

@@ -49,12 +49,14 @@ NOT_REMEMBERED = frozenset({
     "idempotency_key_reused", "request_in_progress", "validation_error", "currency_mismatch", "points_out_of_range",
 })
 
+# Required (a missing header is answered 400 idempotency_key_missing by the validation handler of
+# app.api.problems, so the document and the service agree).
 IdempotencyKey = Annotated[
-    str | None,
+    str,
     Header(
         alias="Idempotency-Key", min_length=1, max_length=255,
-        description="Required. A unique key per logical operation; a retry with the same key and body "
-        "replays the original answer.",
+        description="A unique key per logical operation; a retry with the same key and body replays the "
+        "original answer. Missing: 400 `idempotency_key_missing`.",
     ),
 ]
 

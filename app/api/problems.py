@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.auth import refusal_before_body
+from app.api.routes.base import StrictBodyError
 from app.errors import CATALOG, DomainError
 from app.observability import BodyTooLarge, request_id_var
 
@@ -84,22 +86,30 @@ _CONNECTION_ERRORS = (
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress") else None
-        if exc.code == "rate_limited":
-            headers = {"Retry-After": str(exc.extra.get("retry_after", 1))}
-        return problem_response(exc.code, exc.detail, headers=headers, **exc.extra)
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if _caused_by(exc, BodyTooLarge):
             return problem_response("payload_too_large")
+        raw = exc.errors()
         errors = [
             {"loc": [str(x) if not isinstance(x, int) else x for x in e.get("loc", ())],
              "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
+            for e in raw
         ]
-        if any(e["type"] == "json_invalid" for e in errors):
-            return problem_response("malformed_request", "The body is not valid JSON.", errors=errors)
+        body_first = any(e["type"] == "json_invalid" for e in errors)
+        if body_first or isinstance(exc, StrictBodyError):
+            # The body was parsed or typed before the route's dependencies ran: authenticate first.
+            refusal = await refusal_before_body(request)
+            if refusal is not None:
+                return domain_error_response(refusal)
+        if body_first:
+            reasons = sorted({str((e.get("ctx") or {}).get("error", "")) for e in raw} - {""})
+            detail = "The body is not valid JSON" + (f": {'; '.join(reasons)}." if reasons else ".")
+            return problem_response("malformed_request", detail, errors=errors)
+        if errors and all(_is_missing_idempotency_key(e) for e in errors):
+            return problem_response("idempotency_key_missing", "Send an Idempotency-Key header with every write.")
         return problem_response("validation_error", _summary(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
@@ -110,6 +120,10 @@ def install_handlers(app: FastAPI) -> None:
                 401: "unauthorized", 415: "unsupported_media_type"}.get(exc.status_code)
         if code is None:
             code = "validation_error" if exc.status_code < 500 else "internal_error"
+        if code == "malformed_request":  # a body FastAPI could not read: authentication still comes first
+            refusal = await refusal_before_body(request)
+            if refusal is not None:
+                return domain_error_response(refusal)
         return problem_response(code, str(exc.detail) if exc.detail else None, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(BodyTooLarge)
@@ -135,6 +149,18 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_error_response(exc)
+
+
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress") else None
+    if exc.code == "rate_limited":
+        headers = {"Retry-After": str(exc.extra.get("retry_after", 1))}
+    return problem_response(exc.code, exc.detail, headers=headers, **exc.extra)
+
+
+def _is_missing_idempotency_key(error: dict[str, Any]) -> bool:
+    loc = [str(x).lower() for x in error["loc"]]
+    return error["type"] == "missing" and loc == ["header", "idempotency-key"]
 
 
 def unexpected_error_response(exc: BaseException) -> JSONResponse:

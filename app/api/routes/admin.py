@@ -8,11 +8,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import Admin, Pool
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.ledger.schemas import VerifyReport
 from app.ledger.verify import verify
 from app.observability import POOL_IDLE, POOL_SIZE, REGISTRY
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ApiRoute)
 
 
 @router.get("/healthz", include_in_schema=True)

@@ -12,6 +12,7 @@ from app.api.auth import Principal, require
 from app.api.deps import Admin, Pool
 from app.api.idempotency import IdempotencyKey, run_idempotent
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
 from app.earning import service
 from app.earning.schemas import (
@@ -29,7 +30,7 @@ from app.earning.schemas import (
     ReturnResult,
 )
 
-router = APIRouter(prefix="/v1", tags=["earning"])
+router = APIRouter(prefix="/v1", tags=["earning"], route_class=ApiRoute)
 
 Earner = Annotated[Principal, Depends(require("earn"))]
 Quoter = Annotated[Principal, Depends(require("earn", "redeem"))]
@@ -65,7 +66,7 @@ async def list_earn_rule_versions(principal: Reader, pool: Pool) -> EarnRuleVers
                            "points_out_of_range")},
 )
 async def post_purchase(body: PurchaseCreate, principal: Earner, request: Request,
-                        idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                        idempotency_key: IdempotencyKey) -> JSONResponse:
     """Award the points of a purchase by the earn rules in force at `occurred_at`, with a breakdown per
     line and per rule. Unknown members are enrolled (program setting `enrol_on_purchase`). Points stay
     pending for the program's `pending_days`."""
@@ -96,7 +97,7 @@ async def get_purchase(order_id: OrderIdPath, principal: Reader, pool: Pool) -> 
                **responses(*WRITE_ERRORS, "purchase_not_found", "return_already_posted")},
 )
 async def post_return(order_id: OrderIdPath, body: ReturnCreate, principal: Earner, request: Request,
-                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                      idempotency_key: IdempotencyKey) -> JSONResponse:
     """Claw back the points attributable to returned `lines` (sku + quantity) or a refunded `amount`:
     from the purchase's pending points first, then available; returning more than was bought is 422."""
 
@@ -112,7 +113,7 @@ async def post_return(order_id: OrderIdPath, body: ReturnCreate, principal: Earn
                **responses(*WRITE_ERRORS, "member_not_found", "external_ref_conflict")},
 )
 async def post_event(body: EventCreate, principal: Earner, request: Request,
-                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                     idempotency_key: IdempotencyKey) -> JSONResponse:
     """A named custom event (survey_completed, social_share, ...) earning points by the event rules of the
     rule set, within their per-day/month/ever limits. Unknown event names are 422."""
 

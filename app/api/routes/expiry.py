@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Query
 from app.api.auth import Principal, require
 from app.api.deps import Admin, MemberIdPath, Pool
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.expiry import service
 from app.expiry.service import ExpiringList, PolicyUpdate, PolicyVersion, PolicyVersionList
 
-router = APIRouter(prefix="/v1", tags=["expiry"])
+router = APIRouter(prefix="/v1", tags=["expiry"], route_class=ApiRoute)
 
 Reader = Annotated[Principal, Depends(require("read"))]
 

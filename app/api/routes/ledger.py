@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 from app.api.deps import Admin, EntryIdPath, MemberIdPath, Pool, Reader
 from app.api.idempotency import IdempotencyKey, run_idempotent
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.ledger import service
 from app.ledger.schemas import ActivityPage, AdjustmentCreate, Balance, Entry, EntryWithBalance, ReverseCreate
 
-router = APIRouter(prefix="/v1", tags=["ledger"])
+router = APIRouter(prefix="/v1", tags=["ledger"], route_class=ApiRoute)
 
 WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_key_reused",
                 "request_in_progress", "member_busy", "payload_too_large", "malformed_request")
@@ -53,7 +54,7 @@ async def get_entry(entry_id: EntryIdPath, principal: Reader, pool: Pool) -> Ent
                         "points_out_of_range"),
 )
 async def create_adjustment(
-    body: AdjustmentCreate, principal: Admin, request: Request, idempotency_key: IdempotencyKey = None
+    body: AdjustmentCreate, principal: Admin, request: Request, idempotency_key: IdempotencyKey
 ) -> JSONResponse:
     """Credit (positive points, a new lot) or debit (negative, soonest-expiring lots first) a member by
     hand, with a reason. A debit never takes `available` below zero."""
@@ -71,7 +72,7 @@ async def create_adjustment(
 )
 async def reverse_entry(
     entry_id: EntryIdPath, body: ReverseCreate, principal: Admin, request: Request,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
     """Post the mirror entry of `entry_id`, once. Debited points return to the lots they came from (with
     their original expiry); credited points are taken back from the lots the entry created first."""

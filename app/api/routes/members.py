@@ -8,10 +8,11 @@ from fastapi.responses import JSONResponse
 from app.api.auth import Principal, require
 from app.api.deps import Admin, MemberIdPath, Pool, Reader
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.members import service
 from app.members.schemas import Member, MemberUpsert
 
-router = APIRouter(prefix="/v1/members", tags=["members"])
+router = APIRouter(prefix="/v1/members", tags=["members"], route_class=ApiRoute)
 
 
 @router.put(

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request, Response
 from app.api.auth import NOTIFY
 from app.api.deps import Admin, Pool, Reader
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.programs import service
 from app.programs.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, Program, ProgramUpdate
 
-router = APIRouter(prefix="/v1", tags=["program"])
+router = APIRouter(prefix="/v1", tags=["program"], route_class=ApiRoute)
 
 
 @router.get("/program", response_model=Program, responses=responses("insufficient_scope"))

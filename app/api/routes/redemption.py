@@ -12,6 +12,7 @@ from app.api.auth import Principal, require
 from app.api.deps import Pool
 from app.api.idempotency import IdempotencyKey, run_idempotent
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
 from app.redemption import service
 from app.redemption.schemas import (
@@ -30,7 +31,7 @@ from app.redemption.schemas import (
     VoidRequest,
 )
 
-router = APIRouter(prefix="/v1", tags=["redemption"])
+router = APIRouter(prefix="/v1", tags=["redemption"], route_class=ApiRoute)
 
 Redeemer = Annotated[Principal, Depends(require("redeem"))]
 Reader = Annotated[Principal, Depends(require("read", "redeem"))]
@@ -50,7 +51,7 @@ async def quote(body: QuoteRequest, principal: Redeemer, pool: Pool) -> Quote:
     responses=responses(*WRITE_ERRORS, "member_not_found", "insufficient_points", "invalid_redeem_amount"),
 )
 async def redeem(body: RedeemCreate, principal: Redeemer, request: Request,
-                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                 idempotency_key: IdempotencyKey) -> JSONResponse:
     """Spend points now, soonest-expiring lots first. Not enough: 422 `insufficient_points` with
     `available`."""
 
@@ -71,7 +72,7 @@ async def get_redemption(redemption_id: RedemptionId, principal: Reader, pool: P
     responses=responses(*WRITE_ERRORS, "redemption_not_found", "refund_exceeds_redemption"),
 )
 async def refund(redemption_id: RedemptionId, body: RefundCreate, principal: Redeemer, request: Request,
-                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                 idempotency_key: IdempotencyKey) -> JSONResponse:
     """Give redeemed points back (order cancelled after capture). They return to the lots they came
     from with their original expiry; points whose lot expired meanwhile come back expired, and the
     response says how many of each."""
@@ -88,7 +89,7 @@ async def refund(redemption_id: RedemptionId, body: RefundCreate, principal: Red
                         "hold_too_long"),
 )
 async def create_hold(body: HoldCreate, principal: Redeemer, request: Request,
-                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                      idempotency_key: IdempotencyKey) -> JSONResponse:
     """Reserve points at checkout (available -> held) until captured, voided or expired."""
 
     async def effect(conn: asyncpg.Connection) -> tuple[int, HoldWithBalance]:
@@ -108,7 +109,7 @@ async def get_hold(hold_id: HoldId, principal: Reader, pool: Pool) -> Hold:
                         "capture_exceeds_hold"),
 )
 async def capture_hold(hold_id: HoldId, principal: Redeemer, request: Request,
-                       body: CaptureRequest | None = None, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                       idempotency_key: IdempotencyKey, body: CaptureRequest | None = None) -> JSONResponse:
     """Redeem the held points (all, or `points` of them: the rest goes back to available)."""
     data = body or CaptureRequest()
 
@@ -123,7 +124,7 @@ async def capture_hold(hold_id: HoldId, principal: Redeemer, request: Request,
     responses=responses(*WRITE_ERRORS, "hold_not_found", "hold_not_open"),
 )
 async def void_hold(hold_id: HoldId, principal: Redeemer, request: Request,
-                    body: VoidRequest | None = None, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                    idempotency_key: IdempotencyKey, body: VoidRequest | None = None) -> JSONResponse:
     """Cancel the hold: its points go back to available, in the lots they came from."""
     data = body or VoidRequest()
 

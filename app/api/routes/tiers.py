@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends
 from app.api.auth import Principal, require
 from app.api.deps import Admin, MemberIdPath, Pool
 from app.api.problems import responses
+from app.api.routes.base import ApiRoute
 from app.errors import DomainError
 from app.tiers import service
 from app.tiers.service import MemberTier, TierAssign, TierConfigUpdate, TierConfigVersion, TierConfigVersionList
 
-router = APIRouter(prefix="/v1", tags=["tiers"])
+router = APIRouter(prefix="/v1", tags=["tiers"], route_class=ApiRoute)
 
 Reader = Annotated[Principal, Depends(require("read"))]
 
