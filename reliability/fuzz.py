@@ -186,6 +186,8 @@ def explicit_cases(hold_id: int, redemption_id: int) -> list[Bad]:
     add(Bad("invalid UTF-8 in member id", "POST", "/v1/adjustments",
             b'{"member_id": "cust-\xff", "points": 5, "reason": "x"}'))
     add(Bad("UTF-16 body", "POST", "/v1/adjustments", json.dumps(_adjust()).encode("utf-16")))
+    add(Bad("UTF-16LE body without BOM", "POST", "/v1/adjustments", json.dumps(_adjust()).encode("utf-16-le")))
+    add(Bad("UTF-32 body", "POST", "/v1/adjustments", json.dumps(_adjust()).encode("utf-32")))
     add(Bad("NUL in reason", "POST", "/v1/adjustments", _adjust(reason="a\u0000b")))
     add(Bad("NUL in metadata", "POST", "/v1/adjustments", _adjust(metadata={"note": "a\u0000b"})))
     add(Bad("NUL in a metadata key", "POST", "/v1/adjustments", _adjust(metadata={"a\u0000": 1})))
@@ -213,6 +215,16 @@ def explicit_cases(hold_id: int, redemption_id: int) -> list[Bad]:
             {"kind": "none", "effective_from": "2026-12-01T00:00:00"}, key=False))
     add(Bad("tier assignment until without zone", "POST", "/v1/members/cust-1001/tier",
             {"tier": "gold", "until": "2027-01-01T00:00:00", "reason": "fuzz"}, key=False))
+    # Lax coercions: a number as a date, numbers or strings as booleans.
+    for birthday in (0, "0", "1990-12-10T00:00:00"):
+        add(Bad(f"member birthday={birthday!r}", "PUT", "/v1/members/cust-fuzz-bday", {"birthday": birthday},
+                key=False, expect=(422,)))
+    for flag in (0, 1, "true"):
+        add(Bad(f"expiration policy round_to_end_of_month={flag!r}", "PUT", "/v1/program/expiration-policy",
+                {"kind": "fixed", "months": 12, "round_to_end_of_month": flag}, key=False, expect=(422,)))
+    # A literal path segment beside a parameter: an undeclared method is 405, not the parameter's route.
+    add(Bad("GET /v1/redemptions/quote", "GET", "/v1/redemptions/quote", key=False, expect=(405,)))
+    add(Bad("GET /v1/purchases/quote", "GET", "/v1/purchases/quote", key=False, expect=(405,)))
     # Not JSON at all, or not the media type.
     add(Bad("not JSON", "POST", "/v1/adjustments", b"points=5&member_id=cust-1001"))
     add(Bad("JSON as text/plain", "POST", "/v1/adjustments", json.dumps(_adjust()).encode(),

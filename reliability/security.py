@@ -141,13 +141,14 @@ class Probe:
     error_bodies: int = 0
 
     async def call(self, method: str, path: str, *, key: str | None = None, body: Any = None, service: str = "s1",
-                   headers: dict[str, str] | None = None, purpose: str = "", fresh: bool = False) -> httpx.Response:
+                   headers: dict[str, str] | None = None, purpose: str = "", fresh: bool = False,
+                   raw: bytes | None = None) -> httpx.Response:
         h = {"Idempotency-Key": f"sec-{uuid.uuid4().hex}"} if method in WRITE_METHODS else {}
         if key is not None:
             h["Authorization"] = key if " " in key else f"Bearer {key}"
         h.update(headers or {})
         client = self.clients[service]
-        content = None if body is None else json.dumps(body).encode()
+        content = raw if raw is not None else None if body is None else json.dumps(body).encode()
         if content is not None:
             h["Content-Type"] = "application/json"
         if fresh:  # a new connection: lets the kernel hand it to any worker
@@ -326,6 +327,14 @@ async def check_scopes(p: Probe, routes: list[Route], a: Tenant) -> dict[str, An
                               body=r.text[:200])
         name = f"{route.method} {route.path}"
         table[name] = sorted(allowed)
+        if route.method in WRITE_METHODS:
+            # A key without the scope is refused before the body is read, whatever the body is.
+            for scope in sorted(set(SCOPES) - allowed):
+                r = await p.call(route.method, path, key=a.keys[scope], raw=b"{not json",
+                                 purpose=f"scope-before-body:{scope}")
+                if r.status_code != 403:
+                    p.run.anomaly("body_parsed_before_scope_check", route=name, scope=scope, status=r.status_code,
+                                  body=r.text[:200])
         expected = set(route.declared) | {"admin"}
         if allowed != expected:
             p.run.anomaly("scopes_differ_from_declared", route=name, derived=sorted(allowed),
