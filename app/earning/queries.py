@@ -9,9 +9,12 @@ SELECT status, member_pk, birthday, first_purchase, earned_today, earned_this_mo
        manual_tier, manual_until, rule_version
 FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)
 """
-# The purchase and its award arrive as JSON text (pydantic serialises them in one step) and become jsonb here.
-EARN = """
-SELECT * FROM ledger_earn($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8::text::jsonb, $9, $10, $11, $12, $13, $14, $15)
+# Post a purchase and answer, in the same round trip, the member's tier metric after it and the balance
+# (ledger_purchase, migration 0007). The purchase and its award arrive as JSON text (pydantic serialises
+# them in one step) and become jsonb here.
+PURCHASE = """
+SELECT * FROM ledger_purchase($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8::text::jsonb, $9, $10, $11, $12, $13, $14,
+                              $15, $16, $17, $18, $19)
 """
 RETURN_CONTEXT = "SELECT * FROM ledger_return_context($1, $2, $3)"
 CLAWBACK = "SELECT * FROM ledger_clawback($1, $2, $3, $4, $5, $6, $7, $8, $9)"

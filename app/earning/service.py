@@ -46,11 +46,12 @@ from app.earning.schemas import (
 )
 from app.errors import DomainError
 from app.expiry.service import expiry_for, policy_from_row
+from app.ledger.schemas import Balance
 from app.ledger.service import get_balance
 from app.money import fits_currency
 from app.programs import versions
 from app.programs.context import Principal
-from app.tiers.policy import TierConfig, tier_multiplier
+from app.tiers.policy import TierConfig, tier_multiplier, window_bounds
 from app.tiers.service import after_purchase, config_from_row
 
 DEFAULT_RULES = RuleSet(base=BaseRate(points_per_unit=Decimal(1)))
@@ -166,16 +167,21 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
     available_at = occurred_at + timedelta(days=p.settings.pending_days)
     expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "purchase", tz)
     qualifying = award.points - sum(b.points for b in award.order_bonuses)
+    window = window_bounds(tier_config, occurred_at, tz) if tier_config else (None, None)
     try:
         row = await conn.fetchrow(
-            q.EARN, p.program_id, ctx["member_pk"], data.order_id, occurred_at, digest,
+            q.PURCHASE, p.program_id, ctx["member_pk"], data.order_id, occurred_at, digest,
             data.model_copy(update={"occurred_at": occurred_at}).model_dump_json(), ctx["rule_version_id"],
             award.model_dump_json(), award.points, available_at, expiry.expires_at, expiry.on_inactivity,
-            expiry.activity_expires_at, qualifying, award.eligible_amount,
+            expiry.activity_expires_at, qualifying, award.eligible_amount, data.member_id, window[0], window[1],
+            tier_config.include_bonuses if tier_config else None,
         )
     except asyncpg.UniqueViolationError:
         raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
-    await after_purchase(conn, p, ctx, occurred_at, data.order_id)
+    balance = Balance(**{field: row[field] for field in Balance.model_fields})
+    new_tier = await after_purchase(conn, p, ctx, occurred_at, data.order_id, row)
+    if new_tier is not None:
+        balance = balance.model_copy(update={"tier": new_tier})
     # Built from what was just written rather than read back: one round trip less on the hot path.
     lot = None
     if row["lot_id"] is not None:
@@ -187,7 +193,7 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
                         points=award.points,
                         status=status, clawed_back_points=0, rule_version=ctx["rule_version"], entry_id=row["entry_id"],
                         lot=lot, award=award, returns=[])
-    return 201, PurchaseResult(purchase=purchase, balance=await get_balance(conn, p.program_id, data.member_id))
+    return 201, PurchaseResult(purchase=purchase, balance=balance)
 
 
 async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: PurchaseCreate) -> PurchaseQuote:

@@ -1,44 +1,8 @@
 """All SQL of tiers: configuration versions, member tier state and history, the qualifying metric."""
 
-# The qualifying metric of members over [start, end]: points (net of clawbacks; without order bonuses
-# unless $4), spend (eligible amount) and purchase count. $1: member ids.
-#
-# From the daily totals (member_purchase_days, UTC days) of the days from start's to end's, minus the
-# purchases of those two days outside [start, end]: at most a window's days per member, plus the purchases
-# of two partial days (none after `end` when the purchase being posted is the latest). tests/test_tiers.py
-# checks it against the plain sum over `purchases`, its definition.
-METRICS = """
-WITH w AS (
-    SELECT ($2::timestamptz AT TIME ZONE 'UTC')::date AS first_day,
-           ($3::timestamptz AT TIME ZONE 'UTC')::date AS last_day
-), edge AS (
-    SELECT first_day::timestamp AT TIME ZONE 'UTC' AS first_day_start,
-           (last_day + 1)::timestamp AT TIME ZONE 'UTC' AS after_last_day, first_day, last_day
-    FROM w
-)
-SELECT m.member_id,
-       (coalesce(d.points, 0) - coalesce(x.points, 0))::numeric AS points,
-       (coalesce(d.spend, 0) - coalesce(x.spend, 0))::numeric AS spend,
-       (coalesce(d.purchases, 0) - coalesce(x.purchases, 0))::bigint AS purchases
-FROM unnest($1::bigint[]) AS m(member_id)
-CROSS JOIN edge
-LEFT JOIN LATERAL (
-    SELECT sum(CASE WHEN $4 THEN d.points ELSE d.qualifying_points END) AS points, sum(d.spend) AS spend,
-           sum(d.purchases) AS purchases
-    FROM member_purchase_days d
-    WHERE d.member_id = m.member_id AND d.day >= edge.first_day AND d.day <= edge.last_day
-) d ON true
-LEFT JOIN LATERAL (
-    SELECT sum(CASE WHEN $4 THEN p.points - p.clawed_back_points
-                    ELSE greatest(p.qualifying_points - p.qualifying_clawed_back, 0) END) AS points,
-           sum(p.eligible_amount) AS spend, count(*) AS purchases
-    FROM (SELECT * FROM purchases p WHERE p.member_id = m.member_id
-            AND p.occurred_at >= edge.first_day_start AND p.occurred_at < $2
-          UNION ALL
-          SELECT * FROM purchases p WHERE p.member_id = m.member_id
-            AND p.occurred_at > $3 AND p.occurred_at < edge.after_last_day) p
-) x ON true
-"""
+# The qualifying metric of members over [start, end] (points, spend, purchases): the SQL function
+# ledger_tier_metrics (migration 0007, where its method is explained), inlined by the planner. $1: member ids.
+METRICS = "SELECT * FROM ledger_tier_metrics($1, $2, $3, $4)"
 
 
 STATES = """

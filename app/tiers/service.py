@@ -142,20 +142,24 @@ async def config_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal)
 
 
 async def after_purchase(conn: asyncpg.Connection, p: Principal, ctx: Any, occurred_at: datetime,
-                         order_id: str) -> None:
-    """In the purchase's transaction (the member's lock is held): upgrade or requalify at once."""
+                         order_id: str, metric: Any) -> str | None:
+    """In the purchase's transaction (the member's lock is held): upgrade or requalify at once. ``metric``:
+    the row ``ledger_purchase`` answered, with the member's metric over the window ending at ``occurred_at``
+    (this purchase included). Returns the member's new tier when it changed."""
     config = config_from_row(ctx["tier_config_id"], ctx["tier_config"])
     if config is None:
-        return
+        return None
     tz = ZoneInfo(p.timezone)
-    member = ctx["member_pk"]
-    value = (await _metrics(conn, config, [member], occurred_at, tz))[member]
+    value = metric_value(config, {"points": metric["metric_points"], "spend": metric["metric_spend"],
+                                  "purchases": metric["metric_purchases"]})
     state = state_from({"tier": ctx["tier"], "valid_until": ctx["tier_valid_until"],
                         "manual_tier": ctx["manual_tier"], "manual_until": ctx["manual_until"]})
     decision = on_activity(config, state, value, occurred_at, tz)
-    if decision.changed:
-        await _save(conn, p.program_id, member, state, decision, occurred_at, "purchase", order_id,
-                    ctx["tier_config_version"])
+    if not decision.changed:
+        return None
+    await _save(conn, p.program_id, ctx["member_pk"], state, decision, occurred_at, "purchase", order_id,
+                ctx["tier_config_version"])
+    return decision.tier
 
 
 # --- the evaluation job ----------------------------------------------------------------------------------
