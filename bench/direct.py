@@ -63,7 +63,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 return False
             payload = {"redemption": {"id": row["object_id"], "entry_id": row["entry_id"], "points": points},
                        "balance": dict(row)}  # the function answers the balance too
-            await conn.execute(COMPLETE, program, key, 201, json.loads(json.dumps(payload, default=str)))
+            await conn.execute(COMPLETE, program, key, 201, json.dumps(payload, default=str))
         return True
 
     w0 = w1 = 0.0

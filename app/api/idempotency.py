@@ -36,7 +36,9 @@ INSERT INTO idempotency_keys (program_id, key, request_hash) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING RETURNING 1
 """
 STORED = "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE program_id = $1 AND key = $2"
-COMPLETE = "UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE program_id = $1 AND key = $2"
+COMPLETE = """
+UPDATE idempotency_keys SET status_code = $3, response_body = $4::text::jsonb WHERE program_id = $1 AND key = $2
+"""
 REMEMBER_REFUSAL = """
 INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response_body)
 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
@@ -59,6 +61,13 @@ IdempotencyKey = Annotated[
         "original answer. Missing: 400 `idempotency_key_missing`.",
     ),
 ]
+
+class SerialisedJSON(JSONResponse):
+    """A JSON response whose content is JSON text already (pydantic's ``model_dump_json``)."""
+
+    def render(self, content: Any) -> bytes:
+        return content.encode() if isinstance(content, str) else super().render(content)
+
 
 Effect = Callable[[asyncpg.Connection], Awaitable[tuple[int, BaseModel]]]
 
@@ -101,11 +110,11 @@ async def run_idempotent(
                     stored = await conn.fetchrow(STORED, program, key)
                     return _replay(stored, fingerprint)
                 status, model = await effect(conn)
-                payload = model.model_dump(mode="json")
+                payload = model.model_dump_json()  # serialised once: stored under the key and sent
                 await conn.execute(COMPLETE, program, key, status, payload)
             # A natural-key replay (same order id, same content) is a replay too.
-            headers = {"Idempotent-Replayed": "true"} if payload.get("replayed") else None
-            return JSONResponse(payload, status_code=status, headers=headers)
+            headers = {"Idempotent-Replayed": "true"} if getattr(model, "replayed", False) else None
+            return SerialisedJSON(payload, status_code=status, headers=headers)
         except DomainError as refusal:
             if refusal.code in NOT_REMEMBERED:
                 raise
