@@ -357,3 +357,20 @@ async def test_custom_events_with_limits(tenant):
     assert unknown.status_code == 422
     assert (await tenant.balance("ev"))["available"] == 110
     assert (await tenant.verify())["ok"]
+
+
+async def test_purchase_answer_equals_what_reads_return_afterwards(tenant):
+    """A purchase answers from what ledger_purchase returns (award, tier metric, balance in one round trip),
+    not by reading back; with a tier crossed by this purchase the answer's tier is already the new one."""
+    r = await tenant.client.put("/v1/program/tiers", headers=tenant.headers(), json={
+        "tiers": [{"name": "Green", "threshold": "0"}, {"name": "Gold", "threshold": "60"}],
+        "metric": "points", "window": {"kind": "rolling_months", "months": 12},
+        "retention": {"kind": "end_of_next_year"}, "effective_from": "2020-01-01T00:00:00Z"})
+    assert r.status_code == 201, r.text
+    for order, expected_tier in (("ans-1", "Green"), ("ans-2", "Gold")):
+        posted = await _post(tenant, _purchase("ans", order, BASKET, occurred_at=None))
+        assert posted.status_code == 201, posted.text
+        got = await tenant.client.get(f"/v1/purchases/{order}", headers=tenant.headers())
+        assert posted.json()["purchase"] == got.json()
+        assert posted.json()["balance"] == await tenant.balance("ans")
+        assert posted.json()["balance"]["tier"] == expected_tier

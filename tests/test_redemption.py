@@ -338,3 +338,36 @@ async def test_randomised_mix_verifies(tenant, db):
     assert report["ok"], report
     for m in members:
         assert (await tenant.balance(m))["available"] >= 0
+
+
+async def test_write_answers_equal_what_reads_return_afterwards(tenant):
+    """Redeem, hold, capture and void answer from what the write function returns (one round trip), not by
+    reading back: those answers must be exactly what the read endpoints show right after."""
+    await _funded(tenant, "ans", (500, "2031-01-01T00:00:00Z"), (200, None))
+
+    async def get(path):
+        r = await tenant.client.get(path, headers=tenant.headers())
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    redeemed = await _post(tenant, "/v1/redemptions", {"member_id": "ans", "points": 5, "reference": "o-1",
+                                                        "description": "coffee"})
+    assert redeemed.status_code == 201, redeemed.text
+    assert redeemed.json()["redemption"] == await get(f"/v1/redemptions/{redeemed.json()['redemption']['id']}")
+    assert redeemed.json()["balance"] == await get("/v1/members/ans/balance")
+    for resolution, body in (("capture", {"points": 60}), ("void", {})):
+        held = await _post(tenant, "/v1/holds", {"member_id": "ans", "points": 100, "reference": f"o-{resolution}",
+                                                  "description": "checkout", "metadata": {"cart": 7}})
+        assert held.status_code == 201, held.text
+        hold_id = held.json()["hold"]["id"]
+        assert held.json()["hold"] == await get(f"/v1/holds/{hold_id}")
+        assert held.json()["balance"] == await get("/v1/members/ans/balance")
+        resolved = await _post(tenant, f"/v1/holds/{hold_id}/{resolution}", body)
+        assert resolved.status_code in (200, 201), resolved.text
+        assert resolved.json()["hold"] == await get(f"/v1/holds/{hold_id}")
+        assert resolved.json()["balance"] == await get("/v1/members/ans/balance")
+        if resolution == "capture":
+            redemption = resolved.json()["redemption"]
+            assert redemption["points"] == 60
+            assert redemption == await get(f"/v1/redemptions/{redemption['id']}")
+    assert (await get("/v1/members/ans/balance"))["available"] == 700 - 5 - 60

@@ -1,13 +1,13 @@
 """All SQL of earning. Writes are the SQL functions of migration 0003."""
 
 # The configuration documents come as text: a version is parsed once per process (app.programs.versions),
-# so decoding its JSON on every purchase would be wasted work.
+# so decoding its JSON on every purchase would be wasted work. $5 NULL: the purchase occurs now().
 PURCHASE_CONTEXT = """
 SELECT status, member_pk, birthday, first_purchase, earned_today, earned_this_month, rule_version_id,
        rules::text AS rules, existing_purchase_id, existing_hash, policy_version_id, policy::text AS policy,
        tier_config_id, tier_config_version, tier_config::text AS tier_config, tier_then, tier, tier_valid_until,
-       manual_tier, manual_until, rule_version
-FROM ledger_purchase_context($1, $2, $3, $4, $5, $6)
+       manual_tier, manual_until, rule_version, coalesce($5::timestamptz, now()) AS occurred_at
+FROM ledger_purchase_context($1, $2, $3, $4, coalesce($5::timestamptz, now()), $6)
 """
 # Post a purchase and answer, in the same round trip, the member's tier metric after it and the balance
 # (ledger_purchase, migration 0007). The purchase and its award arrive as JSON text (pydantic serialises

@@ -143,11 +143,14 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
     """Evaluate and post a purchase. The order id is a natural key: the same order with the same content
     answers the original (200, ``replayed``); with other content 409 ``order_already_posted``."""
     _check_money(p, data)
-    occurred_at = _occurred_at(data.occurred_at)
+    # Without occurred_at the purchase happens at the transaction's time, the clock the ledger functions
+    # judge "pending" by: with no return window its points are available at once, in the answer as in reads.
+    given = _occurred_at(data.occurred_at) if data.occurred_at is not None else None
     ctx = await conn.fetchrow(q.PURCHASE_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
-                              data.order_id, occurred_at, p.timezone)
+                              data.order_id, given, p.timezone)
     if ctx["status"] != "ok":
         raise DomainError(ctx["status"])
+    occurred_at: datetime = ctx["occurred_at"]
     digest = content_hash(data)
     if ctx["existing_purchase_id"] is not None:
         if ctx["existing_hash"] != digest:

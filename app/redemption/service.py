@@ -3,8 +3,10 @@ Callers own the transaction (except ``release_expired_holds``, a job that commit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -123,18 +125,16 @@ async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> Hold
 
 
 async def capture(conn: asyncpg.Connection, p: Principal, hold_id: int, data: CaptureRequest) -> CaptureResult:
-    row = await conn.fetchrow(q.CAPTURE, p.program_id, hold_id, data.points)
+    row = await conn.fetchrow(q.RESOLVE, p.program_id, hold_id, "capture", data.points)
     await _check(conn, p, row["status"])
-    h = await get_hold(conn, p, hold_id)
-    redemption = await get_redemption(conn, p, row["redemption_id"]) if row["redemption_id"] else None
-    return CaptureResult(hold=h, redemption=redemption, balance=await get_balance(conn, p.program_id, h.member_id))
+    redemption = _redemption(p, row["redemption"]) if row["redemption"] is not None else None
+    return CaptureResult(hold=_hold(p, row["hold"]), redemption=redemption, balance=Balance(**row["balance"]))
 
 
 async def void(conn: asyncpg.Connection, p: Principal, hold_id: int, data: VoidRequest) -> HoldWithBalance:
-    row = await conn.fetchrow(q.RELEASE, p.program_id, hold_id, "void")
+    row = await conn.fetchrow(q.RESOLVE, p.program_id, hold_id, "void", None)
     await _check(conn, p, row["status"])
-    h = await get_hold(conn, p, hold_id)
-    return HoldWithBalance(hold=h, balance=await get_balance(conn, p.program_id, h.member_id))
+    return HoldWithBalance(hold=_hold(p, row["hold"]), balance=Balance(**row["balance"]))
 
 
 async def refund(conn: asyncpg.Connection, p: Principal, redemption_id: int, data: RefundCreate) -> RefundResult:
@@ -148,18 +148,26 @@ async def refund(conn: asyncpg.Connection, p: Principal, redemption_id: int, dat
                         balance=await get_balance(conn, p.program_id, redemption.member_id))
 
 
+def _hold(p: Principal, row: Mapping[str, Any]) -> Hold:
+    return Hold(**row, amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+
+
+def _redemption(p: Principal, row: Mapping[str, Any]) -> Redemption:
+    return Redemption(**row, amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+
+
 async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, hold_id: int) -> Hold:
     row = await conn.fetchrow(q.GET_HOLD, p.program_id, hold_id)
     if row is None:
         raise DomainError("hold_not_found")
-    return Hold(**dict(row), amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+    return _hold(p, dict(row))
 
 
 async def get_redemption(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, redemption_id: int) -> Redemption:
     row = await conn.fetchrow(q.GET_REDEMPTION, p.program_id, redemption_id)
     if row is None:
         raise DomainError("redemption_not_found")
-    return Redemption(**dict(row), amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+    return _redemption(p, dict(row))
 
 
 async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200) -> int:
