@@ -227,3 +227,21 @@ async def test_a_write_without_the_key_is_400_idempotency_key_missing(tenant, db
     body = problem(r, 422, "validation_error")
     assert ("body", "points") in {tuple(e["loc"]) for e in body["errors"]}, body
     assert await table_counts(db) == before
+
+
+# --- a value Postgres cannot represent ----------------------------------------------------------------------
+
+
+async def test_a_datetime_before_year_1_in_utc_is_422_and_writes_nothing(tenant, db):
+    from tests.test_tiers import LADDER
+
+    r = await tenant.client.put("/v1/program/tiers", json={**LADDER, "effective_from": "2020-01-01T00:00:00Z"},
+                                headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    await tenant.member("c-year1")
+    before = await table_counts(db)
+    r = await tenant.client.post("/v1/members/c-year1/tier", headers=tenant.headers(),
+                                 json={"tier": LADDER["tiers"][-1]["name"], "until": "0001-01-01T00:00:12+01:00",
+                                       "reason": "contract"})
+    problem(r, 422, "validation_error")
+    assert await table_counts(db) == before

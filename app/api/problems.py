@@ -137,6 +137,14 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response("validation_error", "The request contains text Postgres cannot store (a NUL "
                                 "character or a lone surrogate).")
 
+    @app.exception_handler(asyncpg.DataError)
+    async def _unencodable_value(request: Request, exc: Exception) -> JSONResponse:
+        # asyncpg could not encode a request's value for Postgres (a date-time whose UTC instant falls before
+        # year 1, say): the request's fault, refused like any invalid value; the transaction rolled back.
+        log.warning("value Postgres cannot represent: %s", str(exc)[:200])
+        return problem_response("validation_error", "The request contains a value Postgres cannot represent "
+                                "(for example a date-time out of range).")
+
     @app.exception_handler(asyncpg.QueryCanceledError)
     async def _timeout(request: Request, exc: Exception) -> JSONResponse:
         log.warning("statement timeout")
