@@ -31,8 +31,7 @@ def _database_url(settings: Settings) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
+    from app import serve
     from app.db.migrate import upgrade
     from app.observability import configure_logging
 
@@ -47,10 +46,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Workers inherit the resolved URL, so only this process owns the embedded server.
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
-    uvicorn.run(
+    # Several workers: each on its own SO_REUSEPORT socket, so keep-alive connections spread over all of
+    # them (app/serve.py says why uvicorn's shared socket does not).
+    serve.run(
         "app.main:create_app", factory=True, host=args.host or settings.host, port=args.port or settings.port,
-        workers=args.workers or settings.workers, log_config=None, access_log=False,
-        timeout_graceful_shutdown=20, proxy_headers=False,
+        workers=args.workers or settings.workers, json_log_level=settings.log_level, log_config=None,
+        access_log=False, timeout_graceful_shutdown=20, proxy_headers=False,
     )
     return 0
 

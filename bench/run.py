@@ -396,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         raw_workloads = [w for w in WORKLOADS if w.target == "raw" and want(w.name)]
         if raw_workloads:
             port = free_port()
-            raw = Server("rawapp", [sys.executable, "-m", "uvicorn", "bench.rawapp:app", "--host", "127.0.0.1",
-                                    "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
-                                    "--no-access-log"],
+            # served exactly as the service is (app/serve.py: a SO_REUSEPORT socket per worker)
+            raw = Server("rawapp", [sys.executable, "-m", "app.serve", "bench.rawapp:app", "--host", "127.0.0.1",
+                                    "--port", str(port), "--workers", str(args.workers), "--log-level", "warning"],
                          dict(base_env, BENCH_RAW_DATABASE_URL=url), log_dir, port)
             with running(raw, "/ping"):
                 cpu.set("server", raw.proc.pid)

@@ -109,6 +109,17 @@ async def test_verify_catches_a_tampered_lot(tenant, db):
     assert {"lot_remaining_mismatch", "lots_do_not_cover_balance"} <= checks
 
 
+async def test_verify_catches_a_row_in_another_program_than_its_member(tenant, other_tenant, db):
+    """The ledger's tables have no foreign key to programs (no row locked by every write): verify checks that
+    each row belongs to its member's program instead."""
+    await _entry_for(tenant, db)
+    await db.execute("UPDATE lots SET program_id = $2 WHERE program_id = $1", tenant.program_id,
+                     other_tenant.program_id)
+    report = await tenant.verify()
+    mismatch = [d["detail"] for d in report["discrepancies"] if d["check"] == "program_mismatch"]
+    assert mismatch and mismatch[0]["kind"] == "lot" and mismatch[0]["program_id"] == str(other_tenant.program_id)
+
+
 async def test_verify_is_scoped_to_the_callers_program(tenant, other_tenant, db):
     await _entry_for(other_tenant, db)
     await db.execute(

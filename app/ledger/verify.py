@@ -10,7 +10,9 @@ Checks (each set-based, one statement):
 * every member's held balance equals its open holds, and each hold's net lot allocations match its state
   (open: all its points; captured: the captured points; voided/expired: none);
 * every redemption's refunded points equal the sum of its refunds and never exceed it;
-* every member's daily purchase totals (the tier metric's source) equal the sums of its purchases.
+* every member's daily purchase totals (the tier metric's source) equal the sums of its purchases;
+* every entry, lot, hold, redemption, purchase and balance row belongs to its member's program (these tables
+  have no foreign key to ``programs``: migration 0009).
 """
 
 from __future__ import annotations
@@ -113,6 +115,21 @@ CHECKS: dict[str, str] = {
                ON f.redemption_id = r.id
         WHERE ($1::uuid IS NULL OR r.program_id = $1)
           AND (r.refunded_points <> coalesce(f.total, 0) OR r.refunded_points > r.points)
+    """,
+    # The ledger's rows have no foreign key to `programs` (migration 0009: no row locked by every write);
+    # each row's program must be its member's, and exist.
+    "program_mismatch": """
+        SELECT x.kind, x.id, x.program_id, m.program_id AS member_program_id
+        FROM (SELECT 'entry' AS kind, id, program_id, member_id FROM entries
+              UNION ALL SELECT 'lot', id, program_id, member_id FROM lots
+              UNION ALL SELECT 'hold', id, program_id, member_id FROM holds
+              UNION ALL SELECT 'redemption', id, program_id, member_id FROM redemptions
+              UNION ALL SELECT 'purchase', id, program_id, member_id FROM purchases
+              UNION ALL SELECT 'member_balance', member_id, program_id, member_id FROM member_balances) x
+        LEFT JOIN members m ON m.id = x.member_id
+        WHERE ($1::uuid IS NULL OR x.program_id = $1 OR m.program_id = $1)
+          AND (m.program_id IS DISTINCT FROM x.program_id AND x.member_id IS NOT NULL
+               OR NOT EXISTS (SELECT 1 FROM programs p WHERE p.id = x.program_id))
     """,
     "purchase_days_mismatch": """
         WITH actual AS (
