@@ -803,7 +803,8 @@ class ReturnedLine(BaseModel):
     sku: Code
     quantity: int = Field(gt=0, le=MAX_QUANTITY)
     line_index: int | None = Field(
-        default=None, ge=0, description="The purchase line; default: lines of this SKU in order, first unreturned"
+        default=None, ge=0, lt=MAX_LINES,
+        description="The purchase line; default: lines of this SKU in order, first unreturned",
     )
 
 

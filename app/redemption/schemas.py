@@ -47,7 +47,7 @@ class RedeemCreate(BaseModel):
 
 
 class HoldCreate(RedeemCreate):
-    expires_in_seconds: Annotated[int, Field(ge=1)] | None = Field(
+    expires_in_seconds: Annotated[int, Field(ge=1, le=10**9)] | None = Field(
         default=None, description="Default: the program's hold_default_seconds (900); at most hold_max_seconds")
 
 
