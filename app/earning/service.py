@@ -46,8 +46,7 @@ from app.earning.schemas import (
 )
 from app.errors import DomainError
 from app.expiry.service import expiry_for, policy_from_row
-from app.ledger.schemas import Balance
-from app.ledger.service import get_balance
+from app.ledger.service import balance_of, get_balance
 from app.money import fits_currency
 from app.programs import versions
 from app.programs.context import Principal
@@ -181,7 +180,7 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
         )
     except asyncpg.UniqueViolationError:
         raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
-    balance = Balance(**{field: row[field] for field in Balance.model_fields})
+    balance = balance_of(row)
     new_tier = await after_purchase(conn, p, ctx, occurred_at, data.order_id, row)
     if new_tier is not None:
         balance = balance.model_copy(update={"tier": new_tier})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -89,11 +91,17 @@ async def reverse(
     return await _entry_with_balance(conn, program_id, row["entry_id"])
 
 
+def balance_of(row: Mapping[str, Any]) -> Balance:
+    """The balance in a row of ``ledger_balance`` or of a write function that answers it (other columns
+    ignored)."""
+    return Balance(**{field: row[field] for field in Balance.model_fields})
+
+
 async def get_balance(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID, member_ref: str) -> Balance:
     row = await conn.fetchrow(q.BALANCE, program_id, member_ref)
     if row is None:
         raise DomainError("member_not_found")
-    return Balance(**dict(row))
+    return balance_of(row)
 
 
 async def get_entry(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID, entry_id: int) -> Entry:

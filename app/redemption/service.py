@@ -12,7 +12,7 @@ import asyncpg
 
 from app.errors import DomainError
 from app.ledger.schemas import Balance
-from app.ledger.service import get_balance
+from app.ledger.service import balance_of, get_balance
 from app.money import fits_currency
 from app.programs.context import Principal
 from app.redemption import queries as q
@@ -39,11 +39,12 @@ _STATUS_ERRORS = {
 }
 
 
-async def _check(conn: asyncpg.Connection, p: Principal, status: str, member_ref: str | None = None) -> None:
+def _check(status: str, available: int | None = None) -> None:
+    """Raise the domain error of a ledger function's status. ``available``: the balance a refused debit
+    found too small (the debit function answers it)."""
     if status == "ok":
         return
     if status == "insufficient_points":
-        available = (await get_balance(conn, p.program_id, member_ref)).available if member_ref else None
         raise DomainError("insufficient_points", "The member does not have enough available points.",
                           available=available)
     if status in _STATUS_ERRORS:
@@ -86,11 +87,8 @@ async def _debit(conn: asyncpg.Connection, p: Principal, data: RedeemCreate, kin
     points, the balance that was too small)."""
     row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, kind,
                               data.reference, data.description, data.metadata, expires_at)
-    if row["status"] == "insufficient_points":
-        raise DomainError("insufficient_points", "The member does not have enough available points.",
-                          available=row["available"])
-    await _check(conn, p, row["status"], data.member_id)
-    return row, Balance(**{field: row[field] for field in Balance.model_fields})
+    _check(row["status"], row["available"])
+    return row, balance_of(row)
 
 
 async def redeem(conn: asyncpg.Connection, p: Principal, data: RedeemCreate) -> RedemptionWithBalance:
@@ -126,22 +124,22 @@ async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> Hold
 
 async def capture(conn: asyncpg.Connection, p: Principal, hold_id: int, data: CaptureRequest) -> CaptureResult:
     row = await conn.fetchrow(q.RESOLVE, p.program_id, hold_id, "capture", data.points)
-    await _check(conn, p, row["status"])
+    _check(row["status"])
     redemption = _redemption(p, row["redemption"]) if row["redemption"] is not None else None
-    return CaptureResult(hold=_hold(p, row["hold"]), redemption=redemption, balance=Balance(**row["balance"]))
+    return CaptureResult(hold=_hold(p, row["hold"]), redemption=redemption, balance=balance_of(row["balance"]))
 
 
 async def void(conn: asyncpg.Connection, p: Principal, hold_id: int, data: VoidRequest) -> HoldWithBalance:
     row = await conn.fetchrow(q.RESOLVE, p.program_id, hold_id, "void", None)
-    await _check(conn, p, row["status"])
-    return HoldWithBalance(hold=_hold(p, row["hold"]), balance=Balance(**row["balance"]))
+    _check(row["status"])
+    return HoldWithBalance(hold=_hold(p, row["hold"]), balance=balance_of(row["balance"]))
 
 
 async def refund(conn: asyncpg.Connection, p: Principal, redemption_id: int, data: RefundCreate) -> RefundResult:
     row = await conn.fetchrow(q.REFUND, p.program_id, redemption_id, data.points, data.description, data.metadata)
     if row["status"] == "refund_exceeds_redemption":
         raise DomainError("refund_exceeds_redemption", refundable=row["available_points"])
-    await _check(conn, p, row["status"])
+    _check(row["status"])
     redemption = await get_redemption(conn, p, redemption_id)
     refund_row = next(f for f in redemption.refunds if f.id == row["refund_id"])
     return RefundResult(refund=refund_row, redemption=redemption,

@@ -87,8 +87,9 @@ def state_from(row: Any) -> TierState | None:
                      manual_tier=row["manual_tier"])
 
 
-def metric_value(config: TierConfig, row: Any) -> Decimal:
-    return Decimal(row[{"points": "points", "spend": "spend", "purchases": "purchases"}[config.metric]])
+def metric_value(config: TierConfig, row: Any, prefix: str = "") -> Decimal:
+    """The configured metric's column (``points``, ``spend`` or ``purchases``, after ``prefix``) of ``row``."""
+    return Decimal(row[prefix + config.metric])
 
 
 async def _metrics(conn: asyncpg.Connection | asyncpg.Pool, config: TierConfig, member_ids: list[int],
@@ -150,8 +151,7 @@ async def after_purchase(conn: asyncpg.Connection, p: Principal, ctx: Any, occur
     if config is None:
         return None
     tz = ZoneInfo(p.timezone)
-    value = metric_value(config, {"points": metric["metric_points"], "spend": metric["metric_spend"],
-                                  "purchases": metric["metric_purchases"]})
+    value = metric_value(config, metric, prefix="metric_")
     state = state_from({"tier": ctx["tier"], "valid_until": ctx["tier_valid_until"],
                         "manual_tier": ctx["manual_tier"], "manual_until": ctx["manual_until"]})
     decision = on_activity(config, state, value, occurred_at, tz)
