@@ -13,12 +13,15 @@ from app.api.auth import KeyCache, KeyInvalidation, RateLimiter
 from app.api.problems import Problem, install_handlers
 from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
 from app.config import Settings, get_settings
+from app.db.access import Db
 from app.db.bootstrap import resolve_database_url_async
 from app.db.migrate import head_revision
 from app.db.pool import create_pool
 from app.db.urls import asyncpg_dsn
 from app.jobs.scheduler import Scheduler, default_jobs
+from app.ledger.writes import Writer
 from app.observability import RequestContextMiddleware
+from app.programs.versions import VersionCache
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
         )
         app.state.head_revision = head_revision()
+        app.state.db = Db(app.state.pool, Writer(app.state.pool), app.state.versions)
         invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache)
         invalidation.start()
         scheduler = None
@@ -65,6 +69,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    # The programs' configuration versions, invalidated with the keys (NOTIFY program:<id>).
+    app.state.versions = VersionCache(settings.api_key_cache_seconds, lambda: app.state.key_cache.listening)
+    app.state.key_cache.followers.append(app.state.versions)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     install_handlers(app)
     for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):

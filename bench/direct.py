@@ -2,13 +2,12 @@
 
 ``python -m bench.direct SPEC.json OUT.json``. Two variants (``"variant"`` in the spec):
 
-* ``fn``: only the ledger's write path, ``SELECT ... FROM ledger_debit_available(...)``, one statement in
-  its own (implicit) transaction: what Postgres alone can do for this operation;
-* ``full``: every statement the service sends for ``POST /v1/redemptions`` (idempotency key claim, the
-  function, the redemption and balance reads, the key completion) in one transaction, with the service's
-  own SQL text imported from ``app/``: the database's share of the service's work, without Python
-  web-framework costs. The gap between ``full`` and the HTTP redeem is the cost of the service's own
-  Python (FastAPI, pydantic, JSON) and of HTTP.
+* ``fn``: the ledger's redeem function, ``ledger.redeem(...)``, without an Idempotency-Key (``p_key => NULL``):
+  what Postgres alone does for this operation, answer rendered included;
+* ``full``: exactly the statement the service sends for ``POST /v1/redemptions`` (the same ``Write`` of
+  ``app.redemption.service``: key lookup, effect, answer stored under the key, one statement): the database's
+  share of the service's work, without Python web-framework costs. The gap between ``full`` and the HTTP redeem
+  is the cost of the service's own Python (FastAPI, pydantic) and of HTTP.
 
 Members are chosen with the same Zipf/uniform picker as the HTTP load. Prints ``WINDOW_START`` /
 ``WINDOW_END`` like ``bench.loadgen``.
@@ -33,8 +32,11 @@ from bench.members import MemberPicker
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from app.api.idempotency import CLAIM, COMPLETE
-    from app.redemption.queries import REDEEM_OR_HOLD
+    from app.ledger.writes import Answer
+    from app.programs.context import Principal
+    from app.programs.schemas import ProgramSettings
+    from app.redemption.schemas import RedeemCreate
+    from app.redemption.service import _debit
 
     program = UUID(spec["program_id"])
     variant = spec["variant"]
@@ -47,24 +49,19 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     seq = itertools.count()
     tag = spec["run_tag"]
 
+    principal = Principal(key_id=program, program_id=program, scopes=frozenset({"redeem"}), currency="EUR",
+                          timezone="UTC", settings=ProgramSettings())
+
     async def one(conn: Any) -> bool:
         member = picker.ref()
         points = rng.randint(1, 10)
         reference = f"{tag}-direct-{next(seq)}"
-        if variant == "fn":
-            row = await conn.fetchrow(REDEEM_OR_HOLD, program, member, points, "redeem", reference, None, {}, None)
-            return bool(row["status"] == "ok")
-        key = reference
-        fingerprint = hashlib.sha256(f"POST\n/v1/redemptions\n{key}".encode()).digest()
-        async with conn.transaction():
-            await conn.fetchval(CLAIM, program, key, fingerprint)
-            row = await conn.fetchrow(REDEEM_OR_HOLD, program, member, points, "redeem", reference, None, {}, None)
-            if row["status"] != "ok":
-                return False
-            payload = {"redemption": {"id": row["object_id"], "entry_id": row["entry_id"], "points": points},
-                       "balance": dict(row)}  # the function answers the balance too
-            await conn.execute(COMPLETE, program, key, 201, json.dumps(payload, default=str))
-        return True
+        key = None if variant == "fn" else reference
+        fingerprint = hashlib.sha256(f"POST\n/v1/redemptions\n{reference}".encode()).digest()
+        write = _debit(principal, RedeemCreate(member_id=member, points=points, reference=reference), "redeem", None,
+                       key, fingerprint)
+        answer = Answer.of(await conn.fetchrow(write.sql(), *write.values()))
+        return answer.status == "ok"
 
     w0 = w1 = 0.0
 

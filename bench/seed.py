@@ -1,13 +1,14 @@
 """Seeding: N members with a history, fast, through the ledger's own SQL functions.
 
-Every credit goes through ``ledger_adjust`` and every debit through ``ledger_debit_available``, called
+Every credit goes through ``ledger.adjust`` and every debit through ``ledger.redeem`` (without an
+Idempotency-Key: ``p_key => NULL``), called
 set-based (one statement per chunk of members, ``generate_series`` x ``LATERAL`` function call), on as many
 connections as there are cores. So the seeded data obeys every rule the service obeys (zero-sum entries,
 lots, allocations, balances) and ``points-ledger verify`` passes on it; the functions are called with
 named arguments so that parameters added later with defaults do not break the seed.
 
 History per member ``m0000001``..: three credits (lots expiring in 20-220 days, in 200-500 days, never),
-posted 300, 150 and 30 days ago; every fourth member also redeemed 1,000 points 10 days ago (so lots are
+posted 300, 150 and 30 days ago; every fourth member also redeemed 1,000 points (so lots are
 partly consumed and allocations exist). Balances are ~1M points so that the Zipf-hot members never run dry
 during a run (a refusal would be a 422 in the error counts, not a measure of speed). The hot member
 ``hot-0000001`` gets 10^11 points.
@@ -43,34 +44,35 @@ CREDITS = """
 SELECT count(*) FILTER (WHERE r.status = 'ok') AS ok, count(*) AS total
 FROM generate_series($2::int, $3::int) AS g(i)
 CROSS JOIN LATERAL (VALUES (1), (2), (3)) AS c(k)
-CROSS JOIN LATERAL ledger_adjust(
-    p_program => $1::uuid,
+CROSS JOIN LATERAL ledger.adjust(
+    p_program => $1::uuid, p_key => NULL::text, p_fingerprint => NULL::bytea,
     p_member_ref => 'm' || lpad(g.i::text, 7, '0'),
     p_points => (CASE c.k WHEN 1 THEN 200000 + g.i % 1000 WHEN 2 THEN 300000 ELSE 500000 END)::bigint,
     p_occurred_at => now() - make_interval(days => CASE c.k WHEN 1 THEN 300 + g.i % 60 WHEN 2 THEN 150
                                                                 ELSE 30 END),
     p_external_ref => NULL::text,
-    p_description => 'seed credit',
+    p_reason => 'seed credit',
     p_metadata => jsonb_build_object('seed', true),
     p_expires_at => CASE c.k WHEN 1 THEN now() + make_interval(days => 20 + g.i % 200)
                              WHEN 2 THEN now() + make_interval(days => 200 + g.i % 300)
-                             ELSE NULL::timestamptz END
+                             ELSE NULL::timestamptz END,
+    p_expires_on_inactivity => false
 ) AS r
 """
 
 DEBITS = """
 SELECT count(*) FILTER (WHERE r.status = 'ok') AS ok, count(*) AS total
 FROM generate_series($2::int, $3::int) AS g(i)
-CROSS JOIN LATERAL ledger_debit_available(
-    p_program => $1::uuid,
+CROSS JOIN LATERAL ledger.redeem(
+    p_program => $1::uuid, p_key => NULL::text, p_fingerprint => NULL::bytea,
     p_member_ref => 'm' || lpad(g.i::text, 7, '0'),
     p_points => 1000::bigint,
     p_kind => 'redeem',
-    p_occurred_at => now() - interval '10 days',
     p_reference => 'seed-order-' || g.i,
     p_description => 'seed redemption',
     p_metadata => jsonb_build_object('seed', true),
-    p_hold_expires_at => NULL::timestamptz
+    p_hold_expires_at => NULL::timestamptz,
+    p_points_per_unit => 100, p_minor_units => 2, p_currency => 'EUR'
 ) AS r
 WHERE g.i % 4 = 0
 """
@@ -83,9 +85,10 @@ INSERT INTO member_balances (member_id, program_id) SELECT id, program_id FROM m
 """
 
 HOT_CREDIT = """
-SELECT status FROM ledger_adjust(p_program => $1::uuid, p_member_ref => $2, p_points => 100000000000::bigint,
-    p_occurred_at => NULL::timestamptz, p_external_ref => NULL::text, p_description => 'seed credit',
-    p_metadata => '{}'::jsonb, p_expires_at => NULL::timestamptz)
+SELECT status FROM ledger.adjust(p_program => $1::uuid, p_key => NULL::text, p_fingerprint => NULL::bytea,
+    p_member_ref => $2, p_points => 100000000000::bigint, p_occurred_at => NULL::timestamptz,
+    p_external_ref => NULL::text, p_reason => 'seed credit', p_metadata => '{}'::jsonb,
+    p_expires_at => NULL::timestamptz, p_expires_on_inactivity => false)
 """
 
 RAW_SCHEMA = """
@@ -108,16 +111,16 @@ RAW_ROWS = "INSERT INTO bench_raw.accounts (id, balance) SELECT i, 1000000 FROM 
 EXPIRED_HOLDS = """
 SELECT count(*) FILTER (WHERE r.status = 'ok') AS ok
 FROM generate_series(1, $2::int) AS g(i)
-CROSS JOIN LATERAL ledger_debit_available(
-    p_program => $1::uuid,
+CROSS JOIN LATERAL ledger.redeem(
+    p_program => $1::uuid, p_key => NULL::text, p_fingerprint => NULL::bytea,
     p_member_ref => 'm' || lpad(((g.i - 1) % $3::int + 1)::text, 7, '0'),
     p_points => 10::bigint,
     p_kind => 'hold',
-    p_occurred_at => now() - interval '2 hours',
     p_reference => 'bench-expired-hold-' || g.i,
     p_description => 'bench: expired hold',
     p_metadata => '{}'::jsonb,
-    p_hold_expires_at => now() - interval '1 hour'
+    p_hold_expires_at => now() - interval '1 hour',
+    p_points_per_unit => 100, p_minor_units => 2, p_currency => 'EUR'
 ) AS r
 """
 

@@ -6,10 +6,12 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import get_settings
+from app.db import functions
 from app.db.bootstrap import resolve_database_url
 from app.db.tables import metadata
 from app.db.urls import sqlalchemy_url
@@ -26,10 +28,19 @@ def _url() -> str:
     return sqlalchemy_url(url)
 
 
+def _at_head(connection: Connection) -> bool:
+    current = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    return current == set(context.script.get_heads())
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
+        # The repeatable step: the SQL functions of migrations/functions/, in the same transaction, once the
+        # schema is at head (they are written for the head schema).
+        if _at_head(connection):
+            functions.apply(connection)
 
 
 async def _run_async(url: str) -> None:

@@ -137,32 +137,42 @@ async def _read_db(conn: asyncpg.Connection, program_id: str) -> dict[str, Any]:
     p = program_id
     tagged: dict[str, list[asyncpg.Record]] = defaultdict(list)
     for r in await conn.fetch(
-            "SELECT id, kind, metadata->>'op' AS op, reverses_entry_id FROM entries "
+            "SELECT ledger.public_id('ent', id) AS id, kind, metadata->>'op' AS op, "
+            "ledger.public_id('ent', reverses_entry_id) AS reverses_entry_id FROM entries "
             "WHERE program_id = $1::uuid AND metadata ? 'op'", p):
         tagged[r["op"]].append(r)
     keys = {r["key"]: r for r in await conn.fetch(
         "SELECT key, status_code, response_body FROM idempotency_keys WHERE program_id = $1::uuid", p)}
     purchases = {r["order_id"]: r for r in await conn.fetch(
-        "SELECT order_id, entry_id, points, clawed_back_points FROM purchases WHERE program_id = $1::uuid", p)}
+        "SELECT order_id, ledger.public_id('ent', entry_id) AS entry_id, points, clawed_back_points FROM purchases "
+        "WHERE program_id = $1::uuid", p)}
     earn_entries = Counter(r["external_ref"] for r in await conn.fetch(
         "SELECT external_ref FROM entries WHERE program_id = $1::uuid AND kind = 'earn'", p))
     returns = {(r["order_id"], r["return_id"]): r for r in await conn.fetch(
-        "SELECT p.order_id, r.return_id, r.entry_id, r.points FROM purchase_returns r "
+        "SELECT p.order_id, r.return_id, ledger.public_id('ent', r.entry_id) AS entry_id, r.points "
+        "FROM purchase_returns r "
         "JOIN purchases p ON p.id = r.purchase_id WHERE p.program_id = $1::uuid", p)}
     events = {r["event_id"]: r for r in await conn.fetch(
-        "SELECT event_id, entry_id, points FROM member_events WHERE program_id = $1::uuid", p)}
+        "SELECT event_id, ledger.public_id('ent', entry_id) AS entry_id, points FROM member_events "
+        "WHERE program_id = $1::uuid", p)}
     holds = {r["id"]: r for r in await conn.fetch(
-        "SELECT h.id, h.status, h.points, h.captured_points, h.hold_entry_id, h.resolve_entry_id, "
+        "SELECT ledger.public_id('hold', h.id) AS id, h.status, h.points, h.captured_points, "
+        "ledger.public_id('ent', h.hold_entry_id) AS hold_entry_id, "
+        "ledger.public_id('ent', h.resolve_entry_id) AS resolve_entry_id, "
         "m.external_id AS member FROM holds h JOIN members m ON m.id = h.member_id WHERE h.program_id = $1::uuid",
         p)}
     redemptions = {r["id"]: r for r in await conn.fetch(
-        "SELECT id, points, refunded_points, entry_id, hold_id FROM redemptions WHERE program_id = $1::uuid", p)}
+        "SELECT ledger.public_id('rdm', id) AS id, points, refunded_points, "
+        "ledger.public_id('ent', entry_id) AS entry_id, ledger.public_id('hold', hold_id) AS hold_id "
+        "FROM redemptions WHERE program_id = $1::uuid", p)}
     refunds = {r["id"]: r for r in await conn.fetch(
-        "SELECT f.id, f.redemption_id, f.entry_id, f.points FROM redemption_refunds f "
+        "SELECT ledger.public_id('rfd', f.id) AS id, ledger.public_id('rdm', f.redemption_id) AS redemption_id, "
+        "ledger.public_id('ent', f.entry_id) AS entry_id, f.points FROM redemption_refunds f "
         "JOIN redemptions r ON r.id = f.redemption_id WHERE r.program_id = $1::uuid", p)}
-    reversals: dict[int, list[int]] = defaultdict(list)
-    for r in await conn.fetch("SELECT id, reverses_entry_id FROM entries WHERE program_id = $1::uuid "
-                              "AND reverses_entry_id IS NOT NULL", p):
+    reversals: dict[str, list[str]] = defaultdict(list)
+    for r in await conn.fetch("SELECT ledger.public_id('ent', id) AS id, "
+                              "ledger.public_id('ent', reverses_entry_id) AS reverses_entry_id FROM entries "
+                              "WHERE program_id = $1::uuid AND reverses_entry_id IS NOT NULL", p):
         reversals[r["reverses_entry_id"]].append(r["id"])
     balances = {r["member"]: r for r in await conn.fetch(
         "SELECT m.external_id AS member, b.available, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed "
@@ -182,7 +192,7 @@ def _check_operations(run: Run, ops: dict[str, LoggedOp], db: dict[str, Any], al
     purposes: Counter[str] = Counter()
     replays_checked = 0
     committed: dict[str, dict[str, Any]] = {}  # op id -> the answer that stands (acknowledged or stored)
-    hold_resolutions: dict[int, list[tuple[str, LoggedOp]]] = defaultdict(list)
+    hold_resolutions: dict[str, list[tuple[str, LoggedOp]]] = defaultdict(list)
     returns_started: dict[str, float] = {}
     for op in ops.values():
         if op.kind == "return":
@@ -241,7 +251,7 @@ def _check_operations(run: Run, ops: dict[str, LoggedOp], db: dict[str, Any], al
             committed[op.id] = answer
         _check_effect(run, op, answer, db)
         if op.kind in ("capture", "void") and answer is not None:
-            hold_resolutions[int(op.ref)].append((op.kind, op))
+            hold_resolutions[op.ref].append((op.kind, op))
     # 4. holds resolve at most once, as acknowledged
     for hold_id, resolutions in hold_resolutions.items():
         hold = db["holds"].get(hold_id)
@@ -296,8 +306,8 @@ def _check_effect(run: Run, op: LoggedOp, answer: Any, db: dict[str, Any]) -> No
             row = db["refunds"].get(answer["refund"]["id"])
             if row is None or row["points"] != answer["refund"]["points"] or row["redemption_id"] != op.ref:
                 run.anomaly("refund_differs", op=op.id, refund=answer["refund"]["id"])
-        if op.kind == "reverse" and db["reversals"].get(int(op.ref)) != [answer["entry"]["id"]]:
-            run.anomaly("reversal_differs", op=op.id, entry=op.ref, reversals=db["reversals"].get(int(op.ref)))
+        if op.kind == "reverse" and db["reversals"].get(op.ref) != [answer["entry"]["id"]]:
+            run.anomaly("reversal_differs", op=op.id, entry=op.ref, reversals=db["reversals"].get(op.ref))
         return
     if op.kind == "purchase":
         order_id = op.body["order_id"]
@@ -346,7 +356,7 @@ def _check_effect(run: Run, op: LoggedOp, answer: Any, db: dict[str, Any]) -> No
                         kind=op.kind, event_id=op.body["event_id"])
         return
     if op.kind in ("capture", "void") and answer is not None:
-        hold = db["holds"].get(int(op.ref))
+        hold = db["holds"].get(op.ref)
         h = answer["hold"]
         if hold is None or hold["resolve_entry_id"] != h["resolve_entry_id"] or (
                 op.kind == "capture" and hold["captured_points"] != h["captured_points"]):

@@ -69,8 +69,26 @@ SCENARIOS: list[dict[str, Any]] = [
 
 async def _credit(conn: Any, program: Any, member: str, points: int, expires_at: Any, inactivity: bool) -> None:
     status = await conn.fetchval(
-        "SELECT status FROM ledger_adjust($1, $2, $3, NULL, NULL, 'test', '{}'::jsonb, $4, $5)",
+        "SELECT status FROM ledger.adjust(p_program => $1, p_key => NULL, p_fingerprint => NULL, p_member_ref => $2,"
+        " p_points => $3, p_occurred_at => NULL, p_external_ref => NULL, p_reason => 'test', p_metadata => '{}',"
+        " p_expires_at => $4, p_expires_on_inactivity => $5)",
         program, member, points, expires_at, inactivity)
+    assert status == "ok"
+
+
+async def _pending(conn: Any, program: Any, member: str, member_pk: int, order: str, points: int, in_seconds: int,
+                   expires_at: Any) -> None:
+    """A purchase's credit, pending for ``in_seconds`` (its return window), through the purchase function."""
+    status = await conn.fetchval(
+        "SELECT status FROM ledger.purchase(p_program => $1, p_key => NULL, p_fingerprint => NULL, p_member_ref => $2,"
+        " p_member_pk => $3, p_facts_version => (SELECT facts_version FROM member_balances WHERE member_id = $3),"
+        " p_enrol => false, p_order_id => $4, p_occurred_at => now(), p_content_hash => $5, p_purchase => '{}',"
+        " p_rule_version_id => NULL, p_award => '{}', p_points => $6, p_qualifying_points => $6,"
+        " p_eligible_amount => 0, p_available_at => now() + make_interval(secs => $7), p_expires_at => $8,"
+        " p_expires_on_inactivity => false, p_activity_expires_at => NULL, p_tier => NULL, p_tier_valid_until => NULL,"
+        " p_tier_reason => NULL, p_tier_from => NULL, p_manual_tier => NULL, p_manual_until => NULL,"
+        " p_tier_config_version => NULL)",
+        program, member, member_pk, order, hashlib.sha256(order.encode()).digest(), points, in_seconds, expires_at)
     assert status == "ok"
 
 
@@ -85,11 +103,7 @@ async def test_bounded_balance_query_equals_the_definition(tenant, db):
             for points, expires_at, inactivity in spec.get("lots", []):
                 await _credit(conn, program, member, points, expires_at, inactivity)
             for n, (points, in_seconds, expires_at) in enumerate(spec.get("pending", [])):
-                order = f"{member}-o{n}"
-                await conn.fetchrow(
-                    "SELECT * FROM ledger_earn($1, $2, $3, now(), $4, '{}'::jsonb, NULL, '{}'::jsonb, $5,"
-                    " now() + make_interval(secs => $6), $7, false, NULL, $5, 0)",
-                    program, member_pk, order, hashlib.sha256(order.encode()).digest(), points, in_seconds, expires_at)
+                await _pending(conn, program, member, member_pk, f"{member}-o{n}", points, in_seconds, expires_at)
             if "activity" in spec:
                 await conn.execute("UPDATE member_balances SET activity_expires_at = $2 WHERE member_id = $1",
                                    member_pk, spec["activity"])
@@ -108,3 +122,34 @@ async def test_bounded_balance_query_equals_the_definition(tenant, db):
     tie = await tenant.balance("bq-4")
     assert tie["next_expiry_points"] == 6 + 4 + 5
     assert datetime.fromisoformat(tie["next_expiry_at"]) == TIE
+
+
+# The plain definition of a due lot, through the one rule (ledger.lot_expires_at); ledger.due_lots is its index-range
+# form.
+DUE_DEFINITION = """
+SELECT l.id FROM lots l JOIN member_balances b ON b.member_id = l.member_id
+WHERE l.member_id = ANY($1) AND l.remaining > 0 AND NOT l.pending
+  AND ledger.lot_expires_at(l.expires_at, l.expires_on_inactivity, b.activity_expires_at) <= $2
+ORDER BY l.id
+"""
+
+
+async def test_due_lots_equals_the_one_rule(tenant, db):
+    program = tenant.program_id
+    members = []
+    for i, spec in enumerate(SCENARIOS):
+        member = f"due-{i}"
+        await tenant.member(member)
+        member_pk = await db.fetchval("SELECT id FROM members WHERE program_id = $1 AND external_id = $2",
+                                      program, member)
+        members.append(member_pk)
+        async with db.acquire() as conn, conn.transaction():
+            for points, expires_at, inactivity in spec.get("lots", []):
+                await _credit(conn, program, member, points, expires_at, inactivity)
+            if "activity" in spec:
+                await conn.execute("UPDATE member_balances SET activity_expires_at = $2 WHERE member_id = $1",
+                                   member_pk, spec["activity"])
+    for at in (NOW - 2 * D, NOW, NOW + 4 * D, TIE, NOW + 30 * D + timedelta(seconds=1), NOW + 400 * D):
+        fast = [r[0] for r in await db.fetch("SELECT lot_pk FROM ledger.due_lots($1, $2) ORDER BY 1", members, at)]
+        plain = [r[0] for r in await db.fetch(DUE_DEFINITION, members, at)]
+        assert fast == plain, at

@@ -216,7 +216,8 @@ async def test_pending_points_become_available_at_read_time_and_by_the_job(tenan
     late = await _post(tenant, _purchase("pend", "p-0", lines, occurred_at="2020-01-01T10:00:00Z"))
     assert late.json()["purchase"]["status"] == "available"
     # the window of p-1 passes: reads show it available before any job runs
-    await db.execute("UPDATE lots SET available_at = now() - interval '1 second' WHERE entry_id = $1",
+    await db.execute("UPDATE lots SET available_at = now() - interval '1 second' "
+                     "WHERE entry_id = ledger.row_id('ent', $1)",
                      body["purchase"]["entry_id"])
     balance = await tenant.balance("pend")
     assert (balance["pending"], balance["available"]) == (0, 80)
@@ -235,7 +236,8 @@ async def test_due_pending_points_are_spendable_before_the_job(tenant, db):
     await _settings(tenant, pending_days=14)
     r = await _post(tenant, _purchase("pend2", "p2", [{"sku": "X", "quantity": 1, "unit_price": "50.00"}],
                                       occurred_at=None))
-    await db.execute("UPDATE lots SET available_at = now() - interval '1 second' WHERE entry_id = $1",
+    await db.execute("UPDATE lots SET available_at = now() - interval '1 second' "
+                     "WHERE entry_id = ledger.row_id('ent', $1)",
                      r.json()["purchase"]["entry_id"])
     spend = await tenant.client.post("/v1/redemptions", json={"member_id": "pend2", "points": 50},
                                      headers=tenant.headers(idem=uuid.uuid4().hex))

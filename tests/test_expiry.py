@@ -118,7 +118,7 @@ async def test_held_points_survive_expiry_until_voided(tenant, db):
     hold = (await tenant.client.post("/v1/holds", json={"member_id": "hx", "points": 30, "expires_in_seconds": 3600},
                                      headers=tenant.headers(idem=uuid.uuid4().hex))).json()["hold"]
     # the lot's date passes while 30 of its points are held: only the 20 not held expire
-    await db.execute("UPDATE lots SET expires_at = now() - interval '1 second' WHERE id = $1",
+    await db.execute("UPDATE lots SET expires_at = now() - interval '1 second' WHERE id = ledger.row_id('lot', $1)",
                      bought["purchase"]["lot"]["id"])
     await expire_due(db)
     balance = await tenant.balance("hx")

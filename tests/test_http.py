@@ -67,7 +67,7 @@ async def test_unexpected_errors_are_bare_500s_with_the_request_id(tenant, monke
     async def boom(*args, **kwargs):
         raise RuntimeError("SELECT secret FROM internals")
 
-    monkeypatch.setattr(service, "get_balance", boom)
+    monkeypatch.setattr(service, "balance_json", boom)
     await tenant.member("boom")
     r = await tenant.client.get("/v1/members/boom/balance", headers={**tenant.headers(), "X-Request-ID": "rid-500"})
     assert r.status_code == 500

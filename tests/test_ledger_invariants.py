@@ -6,11 +6,16 @@ import asyncpg
 import pytest
 
 
+async def _row_id(db, public_id: str) -> int:
+    """The row id behind an entry's public id (the API's ids are opaque)."""
+    return int(await db.fetchval("SELECT ledger.row_id('ent', $1)", public_id))
+
+
 async def _entry_for(tenant, db, points: int = 100) -> int:
     await tenant.member("inv-1")
     r = await tenant.adjust("inv-1", points)
     assert r.status_code == 201, r.text
-    return int(r.json()["entry"]["id"])
+    return await _row_id(db, r.json()["entry"]["id"])
 
 
 async def test_unbalanced_entry_is_refused_at_commit(tenant, db):
@@ -67,7 +72,7 @@ async def test_ledger_rows_cannot_be_updated_or_deleted(tenant, db, statement):
     entry_id = await _entry_for(tenant, db)
     # give the entry an allocation too, so the lot_allocations statements have a row to hit
     r = await tenant.adjust("inv-1", -40)
-    debit_id = r.json()["entry"]["id"]
+    debit_id = await _row_id(db, r.json()["entry"]["id"])
     target = debit_id if "lot_allocations" in statement else entry_id
     async with db.acquire() as conn:
         with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):

@@ -182,7 +182,8 @@ async def test_expired_holds_release_at_read_time_and_by_the_job(tenant, db):
 
     await _funded(tenant, "exp", (100, None))
     hold_id = (await _hold(tenant, "exp", 40, expires_in_seconds=60)).json()["hold"]["id"]
-    await db.execute("UPDATE holds SET expires_at = now() - interval '1 second' WHERE id = $1", hold_id)
+    await db.execute("UPDATE holds SET expires_at = now() - interval '1 second' WHERE id = ledger.row_id('hold', $1)",
+                     hold_id)
     # read time: not held any more, although the job has not run
     balance = await tenant.balance("exp")
     assert (balance["available"], balance["held"]) == (100, 0)
@@ -202,7 +203,8 @@ async def test_expired_holds_release_at_read_time_and_by_the_job(tenant, db):
 async def test_a_lapsed_hold_is_spendable_before_the_job_runs(tenant, db):
     await _funded(tenant, "lapse", (100, None))
     hold_id = (await _hold(tenant, "lapse", 100)).json()["hold"]["id"]
-    await db.execute("UPDATE holds SET expires_at = now() - interval '1 second' WHERE id = $1", hold_id)
+    await db.execute("UPDATE holds SET expires_at = now() - interval '1 second' WHERE id = ledger.row_id('hold', $1)",
+                     hold_id)
     r = await _post(tenant, "/v1/redemptions", {"member_id": "lapse", "points": 90})
     assert r.status_code == 201, r.text
     assert r.json()["balance"]["available"] == 10
@@ -332,7 +334,9 @@ async def test_randomised_mix_verifies(tenant, db):
         statuses = await asyncio.gather(*[one() for _ in range(40)])
         assert all(s < 500 for s in statuses), statuses
         if holds:
-            await db.execute("UPDATE holds SET expires_at = now() WHERE id = $1 AND status = 'open'", holds[0])
+            await db.execute("UPDATE holds SET expires_at = now() "
+                             "WHERE id = ledger.row_id('hold', $1) AND status = 'open'",
+                             holds[0])
         await release_expired_holds(db)
     report = await tenant.verify()
     assert report["ok"], report

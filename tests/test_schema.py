@@ -32,8 +32,9 @@ async def _tables_and_functions(url: str) -> tuple[set[str], set[str]]:
     try:
         tables = {r[0] for r in await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        functions = {r[0] for r in await conn.fetch(
-            "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace")}
+        functions = {f"{r[0]}.{r[1]}" for r in await conn.fetch(
+            "SELECT n.nspname, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname IN ('public', 'ledger')")}
         return tables, functions
     finally:
         await conn.close()
@@ -54,7 +55,9 @@ def test_upgrade_from_empty_and_no_drift(fresh_database):
     upgrade(url)
     tables, functions = asyncio.run(_tables_and_functions(url))
     assert set(metadata.tables) | {"alembic_version"} == tables
-    assert {"ledger_adjust", "ledger_reverse", "ledger_consume_lots", "ledger_check_entry"} <= functions
+    # every function lives in the schema `ledger` (migrations/functions/), none in public
+    assert {"ledger.post", "ledger.adjust", "ledger.reverse", "ledger.consume_lots"} <= functions
+    assert not {f for f in functions if f.startswith("public.")}
     assert asyncio.run(_diff(url)) == []
     assert asyncio.run(_version(url)) == head_revision()
 

@@ -1,4 +1,4 @@
-"""Pure helpers: key format, currencies, cursors, embedded-Postgres PID pruning."""
+"""Pure helpers: key format, currencies, embedded-Postgres PID pruning."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import json
 import os
 from decimal import Decimal
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from app.db.embedded import _prune_dead_pids
-from app.errors import DomainError
-from app.ledger.service import decode_cursor, encode_cursor
 from app.money import fits_currency, is_currency
 from app.programs.keys import generate_key, hash_key, matches, parse_prefix
 
@@ -30,17 +24,6 @@ def test_currencies_and_minor_units():
     assert fits_currency(Decimal("12.30"), "EUR") and not fits_currency(Decimal("12.305"), "EUR")
     assert fits_currency(Decimal("1200"), "JPY") and not fits_currency(Decimal("1.5"), "JPY")
     assert fits_currency(Decimal("1.234"), "KWD") and not fits_currency(Decimal("NaN"), "EUR")
-
-
-@given(st.integers(min_value=1, max_value=2**63 - 1))
-def test_cursor_round_trip(entry_id):
-    assert decode_cursor(encode_cursor(entry_id)) == entry_id
-
-
-@pytest.mark.parametrize("bad", ["", "!!", "ZTow", "eDox", "ZTotMQ"])
-def test_bad_cursors_are_domain_errors(bad):
-    with pytest.raises(DomainError):
-        decode_cursor(bad)
 
 
 def test_dead_pids_are_pruned(tmp_path):

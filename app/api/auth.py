@@ -46,6 +46,8 @@ class KeyCache:
         self.ttl = ttl
         self.listening = False
         self._items: dict[bytes, tuple[float, Principal]] = {}
+        # Other per-process caches invalidated by the same messages (the programs' configuration versions).
+        self.followers: list[Any] = []
 
     @property
     def active(self) -> bool:
@@ -73,13 +75,26 @@ class KeyCache:
                 self._items.pop(k, None)
         if kind not in ("key", "program"):
             self._items.clear()
+        for follower in self.followers:
+            follower.evict(message)
 
     def clear(self) -> None:
         self._items.clear()
+        for follower in self.followers:
+            follower.clear()
 
 
 CHANNEL = "points_ledger_keys"
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
+
+
+async def announce_program_change(request: Request, conn: asyncpg.Connection, program_id: UUID) -> None:
+    """In the transaction that changes a program's settings or configuration: every process evicts what it cached
+    of the program (keys carry the settings; the version cache the configurations) when it commits, and this
+    process at once (the notification reaches its own listener a moment later), so the caller's next request sees
+    the change."""
+    await conn.execute(NOTIFY, f"program:{program_id}")
+    request.app.state.key_cache.evict(f"program:{program_id}")
 
 
 class KeyInvalidation:

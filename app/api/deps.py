@@ -8,12 +8,15 @@ import asyncpg
 from fastapi import Depends, Path, Request
 
 from app.api.auth import Principal, require
+from app.db.access import Db
 from app.ledger.schemas import MemberRef
 
 MemberIdPath = Annotated[
     MemberRef, Path(description="The program's own customer id", examples=["cust-1001"])
 ]
-EntryIdPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# Public ids are opaque strings (`ent_...`); anything that is not one of this program's ids is 404.
+EntryIdPath = Annotated[str, Path(min_length=1, max_length=64, description="An entry's id",
+                                  examples=["ent_3f9c2a7d1e4b8c60"])]
 
 Admin = Annotated[Principal, Depends(require("admin"))]
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -27,3 +30,11 @@ async def pool(request: Request) -> asyncpg.Pool:
 
 
 Pool = Annotated[asyncpg.Pool, Depends(pool)]
+
+
+async def database(request: Request) -> Db:
+    db: Db = request.app.state.db
+    return db
+
+
+Database = Annotated[Db, Depends(database)]

@@ -1,18 +1,17 @@
-"""Idempotent writes: the key record lives in the same transaction as the effect.
+"""Idempotent writes: the key record lives in the same statement as the effect.
 
-Flow for a write with ``Idempotency-Key: K`` (after the body has been validated; invalid requests are
-never stored):
+Flow for a write with ``Idempotency-Key: K`` (after the body has been validated; invalid requests are never
+stored): the service computes the request's fingerprint (method, path, canonical body) and runs the write's SQL
+function, which (migrations/functions/40_idempotency.sql)
 
-1. ``INSERT`` the key (program, K, request hash) ``ON CONFLICT DO NOTHING``. If another transaction is
-   processing K right now, Postgres makes this insert wait for it (bounded by ``lock_timeout``, then
-   409 ``request_in_progress``). If K is already stored, its request hash is compared: equal -> the
-   stored status and body are replayed with ``Idempotent-Replayed: true``; different -> 422
-   ``idempotency_key_reused``.
-2. The effect runs in the same transaction; its response is stored on the key row; commit. A crash
-   before commit loses both, never one of them.
-3. A domain refusal (``insufficient_points``...) rolls the effect back and stores the refusal under
-   the key in a fresh transaction, so a retry replays the same outcome even if the member has earned
-   points since (TigerBeetle's ``id_already_failed``).
+1. looks K up: stored with the same fingerprint -> the stored answer, replayed byte for byte with
+   ``Idempotent-Replayed: true``; with another fingerprint -> 422 ``idempotency_key_reused``;
+2. else runs the effect and stores its answer under K, in the same statement, so there is never an effect
+   without its key or a key without its effect. A concurrent duplicate waits for the first to commit (bounded by
+   ``lock_timeout``, then 409 ``request_in_progress``), rolls back, and runs again: a replay.
+3. A domain refusal (``insufficient_points``...) writes nothing; this module stores it under K (``ledger.remember``),
+   so a retry replays the same outcome even if the member has earned points since (TigerBeetle's
+   ``id_already_failed``). If a concurrent request with K stored an answer first, that answer is sent instead.
 """
 
 from __future__ import annotations
@@ -20,35 +19,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
+from uuid import UUID
 
 import asyncpg
 from fastapi import Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.api.auth import Principal
 from app.api.problems import domain_error_body
 from app.errors import DomainError
+from app.ledger.writes import Answer
 
-CLAIM = """
-INSERT INTO idempotency_keys (program_id, key, request_hash) VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING RETURNING 1
-"""
-STORED = "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE program_id = $1 AND key = $2"
-COMPLETE = """
-UPDATE idempotency_keys SET status_code = $3, response_body = $4::text::jsonb WHERE program_id = $1 AND key = $2
-"""
-REMEMBER_REFUSAL = """
-INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response_body)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
-"""
+REMEMBER = "SELECT * FROM ledger.remember($1, $2, $3, $4, $5)"
 PURGE = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(days => $1)"
 
 # Answers that are not outcomes of the operation: the request was invalid (validation the service does
 # itself, after parsing) or the key is busy/reused. A corrected request may reuse the key.
 NOT_REMEMBERED = frozenset({
     "idempotency_key_reused", "request_in_progress", "validation_error", "currency_mismatch", "points_out_of_range",
+    "member_busy",
 })
 
 # Required (a missing header is answered 400 idempotency_key_missing by the validation handler of
@@ -62,14 +53,11 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-class SerialisedJSON(JSONResponse):
-    """A JSON response whose content is JSON text already (pydantic's ``model_dump_json``)."""
 
-    def render(self, content: Any) -> bytes:
-        return content.encode() if isinstance(content, str) else super().render(content)
+class JSONText(Response):
+    """A JSON answer whose body is JSON text already (rendered by Postgres, or stored under a key)."""
 
-
-Effect = Callable[[asyncpg.Connection], Awaitable[tuple[int, BaseModel]]]
+    media_type = "application/json"
 
 
 def request_hash(method: str, path: str, body: BaseModel | None) -> bytes:
@@ -79,57 +67,39 @@ def request_hash(method: str, path: str, body: BaseModel | None) -> bytes:
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).digest()
 
 
-def _replay(stored: asyncpg.Record, fingerprint: bytes) -> JSONResponse:
-    if stored["request_hash"] != fingerprint:
-        raise DomainError(
-            "idempotency_key_reused",
-            "This Idempotency-Key was used with a different request; use a new key for a new operation.",
-        )
-    status = stored["status_code"]
-    media = "application/problem+json" if status >= 400 else "application/json"
-    return JSONResponse(stored["response_body"], status_code=status, media_type=media,
-                        headers={"Idempotent-Replayed": "true"})
+def answer_response(answer: Answer) -> Response:
+    """The HTTP response of an 'ok' answer (a stored refusal replays as the problem it was)."""
+    assert answer.http_status is not None and answer.body is not None
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    media = "application/problem+json" if answer.http_status >= 400 else "application/json"
+    return Response(answer.body, status_code=answer.http_status, media_type=media, headers=headers)
 
 
-async def run_idempotent(
-    request: Request, principal: Principal, key: str | None, body: BaseModel | None, effect: Effect
-) -> JSONResponse:
+Perform = Callable[[bytes], Awaitable[Answer]]
+
+
+async def run_write(request: Request, principal: Principal, key: str | None, body: BaseModel | None,
+                    perform: Perform) -> Response:
+    """Run a write (``perform``, given the request's fingerprint) and answer it: its stored answer, or its refusal
+    remembered under the key."""
     if key is None:
         raise DomainError("idempotency_key_missing", "Send an Idempotency-Key header with every write.")
     fingerprint = request_hash(request.method, request.url.path, body)
-    program = principal.program_id
-    pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                try:
-                    claimed = await conn.fetchval(CLAIM, program, key, fingerprint)
-                except asyncpg.LockNotAvailableError:
-                    raise DomainError("request_in_progress") from None
-                if not claimed:
-                    stored = await conn.fetchrow(STORED, program, key)
-                    return _replay(stored, fingerprint)
-                status, model = await effect(conn)
-                payload = model.model_dump_json()  # serialised once: stored under the key and sent
-                await conn.execute(COMPLETE, program, key, status, payload)
-            # A natural-key replay (same order id, same content) is a replay too.
-            headers = {"Idempotent-Replayed": "true"} if getattr(model, "replayed", False) else None
-            return SerialisedJSON(payload, status_code=status, headers=headers)
-        except DomainError as refusal:
-            if refusal.code in NOT_REMEMBERED:
-                raise
-            return await _remember_refusal(conn, program, key, fingerprint, refusal)
+    try:
+        answer = await perform(fingerprint)
+        answer.raise_for_status()
+    except DomainError as refusal:
+        if refusal.code in NOT_REMEMBERED:
+            raise
+        return await remember(request.app.state.pool, principal.program_id, key, fingerprint, refusal)
+    return answer_response(answer)
 
 
-async def _remember_refusal(
-    conn: asyncpg.Connection, program: Any, key: str, fingerprint: bytes, refusal: DomainError
-) -> JSONResponse:
-    body = domain_error_body(refusal)
-    async with conn.transaction():
-        stored_now = await conn.fetchval(REMEMBER_REFUSAL, program, key, fingerprint, refusal.status, body)
-        if not stored_now:  # a concurrent request with this key won the race: answer as it did
-            return _replay(await conn.fetchrow(STORED, program, key), fingerprint)
-    return JSONResponse(body, status_code=refusal.status, media_type="application/problem+json")
+async def remember(pool: asyncpg.Pool, program: UUID, key: str, fingerprint: bytes, refusal: DomainError) -> Response:
+    body = json.dumps(domain_error_body(refusal), separators=(",", ":"))
+    answer = Answer.of(await pool.fetchrow(REMEMBER, program, key, fingerprint, refusal.status, body))
+    answer.raise_for_status()  # idempotency_key_reused: the key was stored meanwhile for another request
+    return answer_response(answer)
 
 
 async def purge_expired(pool: asyncpg.Pool, retention_days: int) -> int:

@@ -8,12 +8,13 @@ from typing import Any
 import asyncpg
 
 from app.db.urls import asyncpg_dsn
+from app.ledger.writes import RawJSON
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
-            typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+            typename, encoder=_encode_json, decoder=json.loads, schema="pg_catalog", format="text"
         )
 
 
@@ -31,6 +32,12 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg shi
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _encode_json(value: Any) -> str:
+    """JSON text already serialised (``RawJSON``, e.g. an award pydantic rendered) goes as is; anything else is
+    serialised here."""
+    return value if isinstance(value, RawJSON) else _dumps(value)
 
 
 async def create_pool(

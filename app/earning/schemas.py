@@ -72,7 +72,7 @@ class PurchaseQuote(BaseModel):
 
 
 class LotInfo(BaseModel):
-    id: int
+    id: str = Field(examples=["lot_6e0f2d9a41c3b857"])
     points: int
     available_at: datetime
     expires_at: datetime | None
@@ -94,7 +94,7 @@ class Purchase(BaseModel):
         description="Where the points are now: pending (return window), available, or none awarded")
     clawed_back_points: int
     rule_version: int
-    entry_id: int | None
+    entry_id: str | None
     lot: LotInfo | None
     award: Award
     returns: list[ReturnInfo]
@@ -140,6 +140,6 @@ class EventResult(BaseModel):
     name: str
     points: int
     evaluation: EventAward
-    entry_id: int | None
+    entry_id: str | None
     balance: Balance
     replayed: bool = False

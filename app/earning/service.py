@@ -1,26 +1,33 @@
 """Earning use cases: rule versions, purchases (and their dry-run quote), returns, custom events, and the
-activation of pending points. Callers own the transaction (except the activation job)."""
+activation of pending points.
+
+A purchase, a return and an event are evaluated here, in Python (app/earning/rules.py), from the facts their SQL
+context reads without a lock (round trip 1); the post (round trip 2, one statement) checks under the member's lock
+that those facts are unchanged (the member's facts version) and answers 'stale' otherwise: then this module reads
+and evaluates again. The rules, policy and tiers in force come from the per-process version cache."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from pydantic import BaseModel
 
+from app.db.access import Db
 from app.earning import queries as q
+from app.earning.context import EventContext, PurchaseContext, ReturnContext
 from app.earning.rules import (
     Award,
     BaseRate,
     Conditions,
     EarnRule,
-    EventAward,
     MemberFacts,
     ReturnRequest,
     RuleSet,
@@ -34,26 +41,51 @@ from app.earning.schemas import (
     EarnRulesUpdate,
     EarnRuleVersion,
     EventCreate,
-    EventResult,
-    LotInfo,
-    Purchase,
     PurchaseCreate,
     PurchaseQuote,
-    PurchaseResult,
     ReturnCreate,
-    ReturnInfo,
-    ReturnResult,
 )
 from app.errors import DomainError
-from app.expiry.service import expiry_for, policy_from_row
-from app.ledger.service import balance_of, get_balance
+from app.expiry.service import current_policy, expiry_for
+from app.ledger.writes import Answer, RawJSON, Write, execute_in
 from app.money import fits_currency
 from app.programs import versions
 from app.programs.context import Principal
-from app.tiers.policy import TierConfig, tier_multiplier, window_bounds
-from app.tiers.service import after_purchase, config_from_row
+from app.tiers.policy import TierConfig, TierState, on_activity, tier_multiplier, window_bounds
+from app.tiers.service import config_from_row
 
 DEFAULT_RULES = RuleSet(base=BaseRate(points_per_unit=Decimal(1)))
+LOCK_MEMBER = "SELECT 1 FROM ledger.lock_member($1)"
+
+# A post answers 'stale' when another write of the member changed the facts its evaluation read. Then the facts
+# are read again under the member's lock (which the post then finds unchanged); only a member enrolled by a
+# concurrent request in between can make that stale again.
+MAX_EVALUATIONS = 4
+
+Ctx = TypeVar("Ctx", PurchaseContext, ReturnContext, EventContext)
+
+
+async def evaluate_and_post(db: Db, read: Callable[[asyncpg.Pool | asyncpg.Connection], Awaitable[Ctx]],
+                            post: Callable[[Ctx], Write]) -> Answer:
+    """Optimistic first: read the facts without a lock, evaluate, post (one statement, which checks the facts
+    version). Stale (another write of the member won the race): read, evaluate and post again inside one
+    transaction that holds the member's lock from before the read, so the facts cannot change again."""
+    ctx = await read(db.pool)
+    answer = await db.writer.execute(post(ctx))
+    for _ in range(MAX_EVALUATIONS):
+        if answer.status != "stale":
+            return answer
+        try:
+            async with db.pool.acquire() as conn, conn.transaction():
+                if ctx.member_pk is not None:
+                    await conn.execute(LOCK_MEMBER, ctx.member_pk)
+                ctx = await read(conn)
+                answer = await execute_in(conn, post(ctx))
+        except asyncpg.UniqueViolationError:
+            answer = Answer("stale")  # a concurrent request committed the same key or natural key: run again
+    if answer.status == "stale":
+        raise DomainError("member_busy")
+    return answer
 
 
 def _rules(version_id: int | None, raw: Any) -> RuleSet:
@@ -76,6 +108,28 @@ def with_tier_multiplier(rules: RuleSet, config: TierConfig | None, tier: str | 
 def content_hash(model: BaseModel) -> bytes:
     canonical = json.dumps(model.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
+
+
+def local_bounds(at: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """Start of ``at``'s local day and month in ``tz`` (the caps and event limits count in them)."""
+    local = at.astimezone(tz)
+    day = datetime(local.year, local.month, local.day, tzinfo=tz)
+    return day, datetime(local.year, local.month, 1, tzinfo=tz)
+
+
+async def rules_at(db: Db, p: Principal, at: datetime) -> tuple[int | None, int, RuleSet]:
+    """The rule version in force at ``at``: its row id (None: the default, version 0), its number, the rules."""
+    row = await versions.in_force(db.pool, versions.EARN_RULES, p.program_id, at, db.versions)
+    if row is None:
+        return None, 0, DEFAULT_RULES
+    return row["id"], row["version"], _rules(row["id"], row["document"])
+
+
+async def tiers_at(db: Db, p: Principal, at: datetime) -> tuple[int | None, TierConfig | None]:
+    row = await versions.in_force(db.pool, versions.TIERS, p.program_id, at, db.versions)
+    if row is None:
+        return None, None
+    return row["version"], config_from_row(row["id"], row["document"])
 
 
 # --- rule versions ---------------------------------------------------------------------------------------
@@ -138,197 +192,203 @@ def _rules_purchase(data: PurchaseCreate, occurred_at: datetime) -> RulesPurchas
                          paid_with_points=data.paid_with_points, lines=data.lines)
 
 
-async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCreate) -> tuple[int, PurchaseResult]:
+class _Evaluation:
+    """A purchase evaluated against one reading of its context."""
+
+    def __init__(self, db: Db, p: Principal, data: PurchaseCreate, occurred_at: datetime) -> None:
+        self.db, self.p, self.data, self.occurred_at = db, p, data, occurred_at
+        self.tz = ZoneInfo(p.timezone)
+
+    async def load(self) -> None:
+        """What does not depend on the member: the versions in force at occurred_at (cached per process)."""
+        self.rule_version_id, self.rule_version, self.rules = await rules_at(self.db, self.p, self.occurred_at)
+        self.tier_config_version, self.tier_config = await tiers_at(self.db, self.p, self.occurred_at)
+        _, policy = await current_policy(self.db.pool, self.p.program_id, self.occurred_at, self.db.versions)
+        self.expiry = expiry_for(policy.policy, self.occurred_at, "purchase", self.tz)
+
+    async def read(self, conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
+        caps = self.rules.caps
+        day, month = local_bounds(self.occurred_at, self.tz)
+        window = window_bounds(self.tier_config, self.occurred_at, self.tz)[0] if self.tier_config else None
+        row = await conn.fetchrow(
+            q.PURCHASE_CONTEXT, self.p.program_id, self.data.member_id, self.data.order_id, self.occurred_at,
+            day if caps and caps.per_member_per_day is not None else None,
+            month if caps and caps.per_member_per_month is not None else None,
+            window, self.tier_config.include_bonuses if self.tier_config else False)
+        return PurchaseContext.of(row)
+
+    def award(self, ctx: PurchaseContext) -> Award:
+        config = self.tier_config
+        tier = ctx.tier_then or (config.tiers[0].name if config else None)
+        rules = with_tier_multiplier(self.rules, config, tier)
+        facts = MemberFacts(tier=tier, birthday=ctx.birthday, first_purchase=ctx.first_purchase,
+                            earned_today=ctx.earned_today, earned_this_month=ctx.earned_this_month)
+        return evaluate(rules, _rules_purchase(self.data, self.occurred_at), facts, self.tz)
+
+    def tier_change(self, ctx: PurchaseContext, award: Award, qualifying: int) -> dict[str, Any]:
+        """Upgrade (or requalify) at once on the crossing purchase: the metric over the window ending at
+        occurred_at, this purchase included, decides (app/tiers/policy.py on_activity)."""
+        none: dict[str, Any] = {"p_tier": None, "p_tier_valid_until": None, "p_tier_reason": None, "p_tier_from": None,
+                                "p_manual_tier": None, "p_manual_until": None, "p_tier_config_version": None}
+        config = self.tier_config
+        if config is None:
+            return none
+        before, this = {
+            "points": (Decimal(ctx.metric_points), Decimal(award.points if config.include_bonuses else qualifying)),
+            "spend": (Decimal(ctx.metric_spend), Decimal(award.eligible_amount)),
+            "purchases": (Decimal(ctx.metric_purchases), Decimal(1)),
+        }[config.metric]
+        state = None
+        if ctx.tier is not None:
+            state = TierState(tier=ctx.tier, valid_until=ctx.tier_valid_until, manual_until=ctx.manual_until,
+                              manual_tier=ctx.manual_tier)
+        decision = on_activity(config, state, before + this, self.occurred_at, self.tz)
+        if not decision.changed:
+            return none
+        return {"p_tier": decision.tier, "p_tier_valid_until": decision.valid_until, "p_tier_reason": decision.reason,
+                "p_tier_from": ctx.tier, "p_manual_tier": ctx.manual_tier, "p_manual_until": ctx.manual_until,
+                "p_tier_config_version": self.tier_config_version}
+
+
+async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | None, fingerprint: bytes) -> Answer:
     """Evaluate and post a purchase. The order id is a natural key: the same order with the same content
     answers the original (200, ``replayed``); with other content 409 ``order_already_posted``."""
     _check_money(p, data)
-    # Without occurred_at the purchase happens at the transaction's time, the clock the ledger functions
-    # judge "pending" by: with no return window its points are available at once, in the answer as in reads.
-    given = _occurred_at(data.occurred_at) if data.occurred_at is not None else None
-    ctx = await conn.fetchrow(q.PURCHASE_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
-                              data.order_id, given, p.timezone)
-    if ctx["status"] != "ok":
-        raise DomainError(ctx["status"])
-    occurred_at: datetime = ctx["occurred_at"]
-    digest = content_hash(data)
-    if ctx["existing_purchase_id"] is not None:
-        if ctx["existing_hash"] != digest:
-            raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted with other content.")
-        existing = await get_purchase(conn, p, data.order_id)
-        balance = await get_balance(conn, p.program_id, existing.member_id)
-        return 200, PurchaseResult(purchase=existing, balance=balance, replayed=True)
-
-    rules = _rules(ctx["rule_version_id"], ctx["rules"])
-    tier_config = config_from_row(ctx["tier_config_id"], ctx["tier_config"])
-    tier = ctx["tier_then"] or (tier_config.tiers[0].name if tier_config else None)
-    rules = with_tier_multiplier(rules, tier_config, tier)
-    facts = MemberFacts(tier=tier, birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
-                        earned_today=ctx["earned_today"], earned_this_month=ctx["earned_this_month"])
-    tz = ZoneInfo(p.timezone)
-    award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
-    available_at = occurred_at + timedelta(days=p.settings.pending_days)
-    expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "purchase", tz)
-    qualifying = award.points - sum(b.points for b in award.order_bonuses)
-    window = window_bounds(tier_config, occurred_at, tz) if tier_config else (None, None)
-    try:
-        row = await conn.fetchrow(
-            q.PURCHASE, p.program_id, ctx["member_pk"], data.order_id, occurred_at, digest,
-            data.model_copy(update={"occurred_at": occurred_at}).model_dump_json(), ctx["rule_version_id"],
-            award.model_dump_json(), award.points, available_at, expiry.expires_at, expiry.on_inactivity,
-            expiry.activity_expires_at, qualifying, award.eligible_amount, data.member_id, window[0], window[1],
-            tier_config.include_bonuses if tier_config else None,
-        )
-    except asyncpg.UniqueViolationError:
-        raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
-    balance = balance_of(row)
-    new_tier = await after_purchase(conn, p, ctx, occurred_at, data.order_id, row)
-    if new_tier is not None:
-        balance = balance.model_copy(update={"tier": new_tier})
-    # Built from what was just written rather than read back: one round trip less on the hot path.
-    lot = None
-    if row["lot_id"] is not None:
-        expires_at = expiry.expires_at.astimezone(UTC) if expiry.expires_at else None
-        lot = LotInfo(id=row["lot_id"], points=award.points, available_at=available_at.astimezone(UTC),
-                      expires_at=expires_at)
-    status = "none" if award.points == 0 else "pending" if available_at > datetime.now(UTC) else "available"
-    purchase = Purchase(order_id=data.order_id, member_id=data.member_id, occurred_at=occurred_at.astimezone(UTC),
-                        points=award.points,
-                        status=status, clawed_back_points=0, rule_version=ctx["rule_version"], entry_id=row["entry_id"],
-                        lot=lot, award=award, returns=[])
-    return 201, PurchaseResult(purchase=purchase, balance=balance)
-
-
-async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: PurchaseCreate) -> PurchaseQuote:
-    """The same evaluation as posting, as a dry run: nothing is written and no key is needed."""
-    _check_money(p, data)
     occurred_at = _occurred_at(data.occurred_at)
-    tz = ZoneInfo(p.timezone)
-    local = occurred_at.astimezone(tz)
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
-    next_month = (month + timedelta(days=32)).replace(day=1)
-    row = await conn.fetchrow(q.RULE_CONTEXT_FOR_QUOTE, p.program_id, data.member_id, day, day + timedelta(days=1),
-                              month, next_month)
-    version = await versions.in_force(conn, versions.EARN_RULES, p.program_id, occurred_at)
-    rules = _rules(version["id"] if version else None, version["document"] if version else None)
-    tier_row = await versions.in_force(conn, versions.TIERS, p.program_id, occurred_at)
-    tier_config = config_from_row(tier_row["id"], tier_row["document"]) if tier_row else None
-    tier = (row["tier"] if row else None) or (tier_config.tiers[0].name if tier_config else None)
-    rules = with_tier_multiplier(rules, tier_config, tier)
-    facts = MemberFacts(
-        tier=tier, birthday=row["birthday"] if row else None, first_purchase=row["first_purchase"] if row else True,
-        earned_today=row["earned_today"] if row else 0, earned_this_month=row["earned_this_month"] if row else 0,
-    )
-    award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
+    digest = content_hash(data)
+    evaluation = _Evaluation(db, p, data, occurred_at)
+    await evaluation.load()
+    posted = RawJSON(data.model_copy(update={"occurred_at": occurred_at}).model_dump_json())
+    available_at = occurred_at + timedelta(days=p.settings.pending_days)
+
+    def post(ctx: PurchaseContext) -> Write:
+        if ctx.member_pk is None and ctx.existing_hash is None and not p.settings.enrol_on_purchase:
+            raise DomainError("member_not_found")
+        award = evaluation.award(ctx)
+        qualifying = award.points - sum(b.points for b in award.order_bonuses)
+        expiry = evaluation.expiry
+        return Write("purchase", {
+            "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_member_ref": data.member_id,
+            "p_member_pk": ctx.member_pk, "p_facts_version": ctx.facts_version,
+            "p_enrol": p.settings.enrol_on_purchase, "p_order_id": data.order_id, "p_occurred_at": occurred_at,
+            "p_content_hash": digest, "p_purchase": posted, "p_rule_version_id": evaluation.rule_version_id,
+            "p_award": RawJSON(award.model_dump_json()), "p_points": award.points, "p_qualifying_points": qualifying,
+            "p_eligible_amount": award.eligible_amount, "p_available_at": available_at,
+            "p_expires_at": expiry.expires_at, "p_expires_on_inactivity": expiry.on_inactivity,
+            "p_activity_expires_at": expiry.activity_expires_at, **evaluation.tier_change(ctx, award, qualifying),
+        })
+
+    return await evaluate_and_post(db, evaluation.read, post)
+
+
+async def quote_purchase(db: Db, p: Principal, data: PurchaseCreate) -> PurchaseQuote:
+    """The same evaluation as posting, from the same context, as a dry run: nothing is written and no key is
+    needed."""
+    _check_money(p, data)
+    evaluation = _Evaluation(db, p, data, _occurred_at(data.occurred_at))
+    await evaluation.load()
+    award = evaluation.award(await evaluation.read(db.pool))
     return PurchaseQuote(member_id=data.member_id, points=award.points, award=award,
-                         rule_version=version["version"] if version else 0)
+                         rule_version=evaluation.rule_version)
 
 
-async def get_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, order_id: str) -> Purchase:
-    row = await conn.fetchrow(q.GET_PURCHASE, p.program_id, order_id)
-    if row is None:
+async def purchase_json(pool: asyncpg.Pool, p: Principal, order_id: str) -> str:
+    body: str | None = await pool.fetchval(q.PURCHASE_JSON, p.program_id, order_id)
+    if body is None:
         raise DomainError("purchase_not_found")
-    lot = None
-    if row["lot_id"] is not None:
-        lot = LotInfo(id=row["lot_id"], points=row["lot_points"], available_at=row["available_at"],
-                      expires_at=row["expires_at"])
-    if row["points"] == 0:
-        status = "none"
-    elif row["pending"] and row["available_at"] > datetime.now(UTC):
-        status = "pending"
-    else:
-        status = "available"
-    return Purchase(
-        order_id=row["order_id"], member_id=row["member_id"], occurred_at=row["occurred_at"], points=row["points"],
-        status=status, clawed_back_points=row["clawed_back_points"], rule_version=row["rule_version"],
-        entry_id=row["entry_id"], lot=lot, award=row["award"], returns=[ReturnInfo(**r) for r in row["returns"]],
-    )
+    return body
 
 
 # --- returns ---------------------------------------------------------------------------------------------
 
 
-async def post_return(
-    conn: asyncpg.Connection, p: Principal, order_id: str, data: ReturnCreate
-) -> tuple[int, ReturnResult]:
+async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, key: str | None,
+                      fingerprint: bytes) -> Answer:
     """Claw back the points attributable to what came back (see ``rules.clawback``)."""
     if (data.lines is None) == (data.amount is None):
         raise DomainError("validation_error", "Send either returned `lines` or an `amount`.")
-    ctx = await conn.fetchrow(q.RETURN_CONTEXT, p.program_id, order_id, data.return_id)
-    if ctx["status"] != "ok":
-        raise DomainError(ctx["status"])
-    request = ReturnRequest(lines=data.lines, amount=data.amount)
     digest = content_hash(data)
-    earlier = ctx["earlier_results"]
-    if ctx["existing_return_id"] is not None:
-        if ctx["existing_hash"] != digest:
-            raise DomainError("return_already_posted", f"Return {data.return_id!r} was posted with other content.")
-        stored = next(r for r in await conn.fetch(
-            "SELECT points, shortfall, result FROM purchase_returns WHERE id = $1", ctx["existing_return_id"]))
-        return 200, ReturnResult(order_id=order_id, return_id=data.return_id, points=stored["points"],
-                                 shortfall=stored["shortfall"], clawback=stored["result"],
-                                 balance=await get_balance(conn, p.program_id, ctx["member_ref"]), replayed=True)
-    if data.amount is not None and not fits_currency(data.amount, p.currency):
-        raise DomainError("validation_error", f"amount has more decimals than {p.currency} allows.")
-    award = Award.model_validate(ctx["award"])
-    stored = ctx["purchase"]
-    purchase = RulesPurchase.model_validate({k: v for k, v in stored.items() if k in RulesPurchase.model_fields})
-    previous = [ReturnRequest.model_validate(e["request"]) for e in earlier]
-    result = clawback(award, purchase, request, previous)
-    row = await conn.fetchrow(
-        q.CLAWBACK, p.program_id, ctx["purchase_id"], data.return_id, digest,
-        request.model_dump(mode="json", exclude_none=True), result.model_dump(mode="json"), result.points,
-        p.settings.negative_balance_on_return, sum(line.points for line in result.lines),
-    )
-    return 201, ReturnResult(order_id=order_id, return_id=data.return_id, points=row["clawed"],
-                             shortfall=row["shortfall"], clawback=result,
-                             balance=await get_balance(conn, p.program_id, ctx["member_ref"]))
+    request = ReturnRequest(lines=data.lines, amount=data.amount)
+
+    async def read(conn: asyncpg.Pool | asyncpg.Connection) -> ReturnContext:
+        row = await conn.fetchrow(q.RETURN_CONTEXT, p.program_id, order_id, data.return_id)
+        if row is None:
+            raise DomainError("purchase_not_found")
+        return ReturnContext.of(row)
+
+    def post(ctx: ReturnContext) -> Write:
+        points, line_points, result = 0, 0, RawJSON("{}")
+        if ctx.existing_hash is None:  # (posted before: the post replays it, or refuses other content)
+            if data.amount is not None and not fits_currency(data.amount, p.currency):
+                raise DomainError("validation_error", f"amount has more decimals than {p.currency} allows.")
+            award = Award.model_validate(ctx.award)
+            fields = RulesPurchase.model_fields
+            purchase = RulesPurchase.model_validate({k: v for k, v in ctx.purchase.items() if k in fields})
+            previous = [ReturnRequest.model_validate(r) for r in ctx.earlier_requests]
+            computed = clawback(award, purchase, request, previous)
+            points, line_points = computed.points, sum(line.points for line in computed.lines)
+            result = RawJSON(computed.model_dump_json())
+        return Write("purchase_return", {
+            "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_order_id": order_id,
+            "p_return_id": data.return_id, "p_facts_version": ctx.facts_version, "p_content_hash": digest,
+            "p_request": RawJSON(request.model_dump_json(exclude_none=True)), "p_result": result,
+            "p_points": points, "p_policy": p.settings.negative_balance_on_return, "p_line_points": line_points,
+        })
+
+    return await evaluate_and_post(db, read, post)
 
 
 # --- events ----------------------------------------------------------------------------------------------
 
 
-async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) -> tuple[int, EventResult]:
+async def post_event(db: Db, p: Principal, data: EventCreate, key: str | None, fingerprint: bytes) -> Answer:
     occurred_at = _occurred_at(data.occurred_at)
-    ctx = await conn.fetchrow(q.EVENT_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
-                              data.event_id, data.name, occurred_at, p.timezone)
-    if ctx["status"] != "ok":
-        raise DomainError(ctx["status"])
-    rules = _rules(ctx["rule_version_id"], ctx["rules"])
-    if ctx["existing_event_id"] is not None:
-        row = await conn.fetchrow(q.GET_EVENT, p.program_id, data.event_id)
-        if row["name"] != data.name or row["member_id"] != data.member_id:
-            raise DomainError("external_ref_conflict", f"event_id {data.event_id!r} was posted with other content.")
-        evaluation = EventAward(event_name=row["name"], points=row["points"], limited_by=None)
-        return 200, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
-                                points=row["points"], evaluation=evaluation, entry_id=row["entry_id"],
-                                balance=await get_balance(conn, p.program_id, data.member_id), replayed=True)
-    counts = {"day": ctx["count_today"], "month": ctx["count_this_month"], "ever": ctx["count_ever"]}
-    evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in event_periods_needed(rules, data.name)})
-    expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "event",
-                        ZoneInfo(p.timezone))
-    row = await conn.fetchrow(q.EVENT, p.program_id, ctx["member_pk"], data.event_id, data.name, occurred_at,
-                              evaluation.points, expiry.expires_at, data.metadata, expiry.on_inactivity,
-                              expiry.activity_expires_at)
-    return 201, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
-                            points=evaluation.points, evaluation=evaluation, entry_id=row["entry_id"],
-                            balance=await get_balance(conn, p.program_id, data.member_id))
+    tz = ZoneInfo(p.timezone)
+    _, _, rules = await rules_at(db, p, occurred_at)
+    needed = event_periods_needed(rules, data.name)  # an unknown event name: 422
+    _, policy = await current_policy(db.pool, p.program_id, occurred_at, db.versions)
+    expiry = expiry_for(policy.policy, occurred_at, "event", tz)
+    day, month = local_bounds(occurred_at, tz)
+
+    async def read(conn: asyncpg.Pool | asyncpg.Connection) -> EventContext:
+        return EventContext.of(await conn.fetchrow(q.EVENT_CONTEXT, p.program_id, data.member_id, data.event_id,
+                                                   data.name, day, month))
+
+    def post(ctx: EventContext) -> Write:
+        if ctx.member_pk is None and ctx.existing_name is None and not p.settings.enrol_on_purchase:
+            raise DomainError("member_not_found")
+        counts = {"day": ctx.count_today, "month": ctx.count_this_month, "ever": ctx.count_ever}
+        evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in needed})
+        return Write("event", {
+            "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_member_ref": data.member_id,
+            "p_member_pk": ctx.member_pk, "p_facts_version": ctx.facts_version,
+            "p_enrol": p.settings.enrol_on_purchase, "p_event_id": data.event_id, "p_name": data.name,
+            "p_occurred_at": occurred_at, "p_points": evaluation.points,
+            "p_evaluation": RawJSON(evaluation.model_dump_json()), "p_metadata": data.metadata,
+            "p_expires_at": expiry.expires_at, "p_expires_on_inactivity": expiry.on_inactivity,
+            "p_activity_expires_at": expiry.activity_expires_at,
+        })
+
+    return await evaluate_and_post(db, read, post)
 
 
 # --- pending points --------------------------------------------------------------------------------------
 
 
-async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500) -> int:
+async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500, program_id: Any = None,
+                               dry_run: bool = False) -> int:
     """Move every pending lot past its return window to available: one short transaction per member.
-    Idempotent: an activated lot is no longer pending, so a rerun (or a concurrent run) finds nothing."""
+    Idempotent: an activated lot is no longer pending, so a rerun (or a concurrent run) finds nothing.
+    ``dry_run``: the points that would be activated, nothing written."""
+    if dry_run:
+        return int(await pool.fetchval(q.COUNT_DUE_PENDING, program_id))
     activated = 0
     for _ in range(10_000):
-        members = await pool.fetch(q.DUE_PENDING_MEMBERS, batch)
+        members = await pool.fetch(q.DUE_PENDING_MEMBERS, batch, program_id)
         if not members:
             break
         for m in members:
-            async with pool.acquire() as conn, conn.transaction():
-                activated += await conn.fetchval(q.ACTIVATE, m["member_id"]) or 0
+            activated += await pool.fetchval(q.ACTIVATE, m["member_id"]) or 0
         if len(members) < batch:
             break
     return activated

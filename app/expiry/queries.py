@@ -1,12 +1,14 @@
 """All SQL of expiration: policy versions, the sweep, expiring-soon lists."""
 
-EXPIRE_BATCH = "SELECT * FROM ledger_expire_batch($1, $2, $3)"
+EXPIRE_BATCH = """
+SELECT * FROM ledger.expire_batch(p_as_of => $1, p_after => $2, p_limit => $3, p_program => $4, p_dry_run => $5)
+"""
 EXPIRING = """
 WITH m AS (
     SELECT m.id, b.activity_expires_at FROM members m JOIN member_balances b ON b.member_id = m.id
     WHERE m.program_id = $1 AND m.external_id = $2
 ), lots_due AS (
-    SELECT CASE WHEN l.expires_on_inactivity THEN m.activity_expires_at ELSE l.expires_at END AS expires_at,
+    SELECT ledger.lot_expires_at(l.expires_at, l.expires_on_inactivity, m.activity_expires_at) AS expires_at,
            l.remaining
     FROM m JOIN lots l ON l.member_id = m.id
     WHERE l.remaining > 0

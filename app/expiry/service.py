@@ -69,7 +69,7 @@ def expiry_for(policy: ExpirationPolicy, occurred_at: datetime, activity: Activi
 
 def _version(row: Any) -> PolicyVersion:
     return PolicyVersion(version=row["version"], effective_from=row["effective_from"], created_at=row["created_at"],
-                         policy=row["document"])
+                         policy=policy_from_row(row["id"], row["document"]))
 
 
 async def put_policy(conn: asyncpg.Connection, p: Principal, data: PolicyUpdate) -> PolicyVersion:
@@ -79,8 +79,9 @@ async def put_policy(conn: asyncpg.Connection, p: Principal, data: PolicyUpdate)
 
 
 async def current_policy(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID,
-                         at: datetime | None = None) -> tuple[int | None, PolicyVersion]:
-    row = await versions.in_force(conn, versions.EXPIRATION_POLICY, program_id, at or datetime.now(UTC))
+                         at: datetime | None = None,
+                         cache: versions.VersionCache | None = None) -> tuple[int | None, PolicyVersion]:
+    row = await versions.in_force(conn, versions.EXPIRATION_POLICY, program_id, at or datetime.now(UTC), cache)
     if row is None:
         return None, PolicyVersion(version=0, effective_from=None, created_at=None, policy=NEVER)
     return row["id"], _version(row)
@@ -116,10 +117,11 @@ class SweepResult:
 
 
 async def expire_due(pool: asyncpg.Pool, as_of: datetime | None = None, batch: int = 500,
-                     progress: Callable[[SweepResult], None] | None = None) -> SweepResult:
-    """Expire every lot due by ``as_of`` (default now): one transaction per batch of members, walking
-    member ids upwards, so a crash loses at most the batch in flight and a rerun (or a concurrent run)
-    finds nothing left to expire twice."""
+                     progress: Callable[[SweepResult], None] | None = None, program_id: UUID | None = None,
+                     dry_run: bool = False) -> SweepResult:
+    """Expire every lot due by ``as_of`` (default now), of one program or all: one transaction per batch of
+    members, walking member ids upwards, so a crash loses at most the batch in flight and a rerun (or a
+    concurrent run) finds nothing left to expire twice. ``dry_run``: count what would expire, write nothing."""
     as_of = as_of or datetime.now(UTC)
     result = SweepResult()
     started = time.perf_counter()
@@ -127,7 +129,7 @@ async def expire_due(pool: asyncpg.Pool, as_of: datetime | None = None, batch: i
     while True:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL statement_timeout = 0")
-            row = await conn.fetchrow(q.EXPIRE_BATCH, as_of, after, batch)
+            row = await conn.fetchrow(q.EXPIRE_BATCH, as_of, after, batch, program_id, dry_run)
         if not row["members"]:
             break
         result.members += row["members"]

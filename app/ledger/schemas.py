@@ -42,8 +42,12 @@ class Posting(BaseModel):
     points: int = Field(description="Signed: positive credits the account")
 
 
+# Public ids are opaque: `<prefix>_<16 hex digits>`, revealing no count (see migrations/functions/00_base.sql).
+EntryId = Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{16}$")]
+
+
 class Entry(BaseModel):
-    id: int = Field(description="Time-ordered entry id")
+    id: str = Field(description="Opaque entry id", examples=["ent_3f9c2a7d1e4b8c60"])
     kind: str
     member_id: str | None
     occurred_at: datetime
@@ -51,8 +55,8 @@ class Entry(BaseModel):
     external_ref: str | None
     description: str | None
     metadata: dict[str, Any]
-    reverses_entry_id: int | None
-    reversed_by_entry_id: int | None
+    reverses_entry_id: str | None
+    reversed_by_entry_id: str | None
     postings: list[Posting]
 
 

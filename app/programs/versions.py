@@ -8,7 +8,10 @@ transaction-level advisory lock, so versions are numbered without gaps or clashe
 
 from __future__ import annotations
 
+import bisect
 import json
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -49,6 +52,14 @@ WHERE program_id = $1 AND effective_from <= $2 ORDER BY effective_from DESC, ver
 """
 
     @property
+    def all_text(self) -> str:
+        """Every version, the document as JSON text (parsed once per process by ``parse``)."""
+        return f"""
+SELECT id, version, effective_from, created_at, {self.document}::text AS document FROM {self.table}
+WHERE program_id = $1 ORDER BY effective_from, version
+"""
+
+    @property
     def all(self) -> str:
         return f"""
 SELECT id, version, effective_from, created_at, {self.document} AS document FROM {self.table}
@@ -69,9 +80,60 @@ async def append(conn: asyncpg.Connection, vt: VersionedTable, program_id: UUID,
 
 
 async def in_force(conn: asyncpg.Connection | asyncpg.Pool, vt: VersionedTable, program_id: UUID,
-                   at: datetime) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(vt.current, program_id, at)
-    return row
+                   at: datetime, cache: VersionCache | None = None) -> Any:
+    """The version in force at ``at`` (a record with id, version, effective_from, created_at, document), or None.
+    With ``cache``, from the program's versions cached in this process (no round trip)."""
+    if cache is not None and cache.active:
+        return version_at(await cache.versions(conn, vt, program_id), at)
+    return await conn.fetchrow(vt.current, program_id, at)
+
+
+def version_at(rows: Sequence[Any], at: datetime) -> Any:
+    """The version in force at ``at`` among ``rows`` (sorted by effective_from, then version): the latest
+    effective_from at or before ``at``, then the highest version."""
+    index = bisect.bisect_right([r["effective_from"] for r in rows], at)
+    return rows[index - 1] if index else None
+
+
+class VersionCache:
+    """Per process: each program's versions of each configuration, so the hot paths know the rules, policy and
+    tiers in force at any time without a round trip. Versions never change; a new one is announced by the
+    NOTIFY ``program:<id>`` of the PUT that appended it (the key cache's listener evicts this cache too), and the
+    cache is bypassed while that listener is down (``active``)."""
+
+    def __init__(self, ttl: float, active: Callable[[], bool]) -> None:
+        self.ttl = ttl
+        self._active = active
+        self._items: dict[tuple[str, UUID], tuple[float, list[Any]]] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.ttl > 0 and self._active()
+
+    async def versions(self, conn: asyncpg.Connection | asyncpg.Pool, vt: VersionedTable,
+                       program_id: UUID) -> list[Any]:
+        key = (vt.table, program_id)
+        item = self._items.get(key)
+        if item is not None and item[0] >= time.monotonic():
+            return item[1]
+        rows = list(await conn.fetch(vt.all_text, program_id))
+        if self.active:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, rows)
+        return rows
+
+    def evict(self, message: str) -> None:
+        """``program:<id>`` evicts that program; ``key:...`` nothing; anything else everything."""
+        kind, _, ident = message.partition(":")
+        if kind == "program":
+            for key in [k for k in self._items if str(k[1]) == ident]:
+                self._items.pop(key, None)
+        elif kind != "key":
+            self._items.clear()
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 async def history(conn: asyncpg.Connection | asyncpg.Pool, vt: VersionedTable,

@@ -44,3 +44,9 @@ def check_amount(points: int, settings: ProgramSettings, order_total: Decimal | 
         return (f"At most {share_cap(order_total, settings)} points may pay for an order of {order_total} "
                 f"(max share {settings.max_redeem_share_of_order}).")
     return None
+
+
+def money_args(settings: ProgramSettings, currency: str) -> dict[str, object]:
+    """The program's conversion, as the SQL renderers of holds and redemptions take it (ledger.money)."""
+    return {"p_points_per_unit": settings.points_per_currency_unit_redeemed,
+            "p_minor_units": MINOR_UNITS[currency], "p_currency": currency}

@@ -54,8 +54,10 @@ class HoldCreate(RedeemCreate):
 class CaptureRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points: Annotated[int, Field(ge=0, le=10**12)] | None = Field(
-        default=None, description="Points to capture (default all held); the rest goes back to available")
+    points: Annotated[int, Field(ge=1, le=10**12, strict=True)] | None = Field(
+        default=None, description="Points to capture (default all held); the rest goes back to available. A partial "
+        "capture follows the program's redemption rules (min_redeem_points, redeem_increment); to capture nothing, "
+        "void the hold")
 
 
 class VoidRequest(BaseModel):
@@ -76,7 +78,7 @@ HoldStatus = Literal["open", "captured", "voided", "expired"]
 
 
 class Hold(BaseModel):
-    id: int
+    id: str = Field(examples=["hold_8a41c0d2e97f3b15"])
     member_id: str
     points: int
     captured_points: int
@@ -88,14 +90,14 @@ class Hold(BaseModel):
     expires_at: datetime
     created_at: datetime
     resolved_at: datetime | None
-    hold_entry_id: int
-    resolve_entry_id: int | None
-    redemption_id: int | None
+    hold_entry_id: str
+    resolve_entry_id: str | None
+    redemption_id: str | None
 
 
 class Refund(BaseModel):
-    id: int
-    entry_id: int
+    id: str = Field(examples=["rfd_0c7d55a1b2e94f38"])
+    entry_id: str
     points: int
     available_points: int = Field(description="Came back spendable, into the lots they came from")
     expired_points: int = Field(description="Came back from lots that expired meanwhile: credited as expired")
@@ -103,15 +105,15 @@ class Refund(BaseModel):
 
 
 class Redemption(BaseModel):
-    id: int
+    id: str = Field(examples=["rdm_51e0b9c4d3a27f86"])
     member_id: str
     points: int
     refunded_points: int
     amount: Decimal
     currency: str
     reference: str | None
-    entry_id: int
-    hold_id: int | None
+    entry_id: str
+    hold_id: str | None
     created_at: datetime
     refunds: list[Refund]
 

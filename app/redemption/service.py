@@ -1,55 +1,28 @@
 """Redemption use cases: quote, redeem, hold, capture, void, refund, release of expired holds.
-Callers own the transaction (except ``release_expired_holds``, a job that commits per hold)."""
+
+The program's amount rules (minimum, increment, share of the order) are checked here, before the write; the rest
+(the member's status, the balance, the hold's state) by the write's SQL function."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
+from app.db.access import Db
 from app.errors import DomainError
-from app.ledger.schemas import Balance
-from app.ledger.service import balance_of, get_balance
+from app.ledger.service import get_balance
+from app.ledger.writes import Answer, Write
 from app.money import fits_currency
 from app.programs.context import Principal
 from app.redemption import queries as q
-from app.redemption.conversion import check_amount, max_redeemable, points_value
-from app.redemption.schemas import (
-    CaptureRequest,
-    CaptureResult,
-    Hold,
-    HoldCreate,
-    HoldWithBalance,
-    Quote,
-    QuoteRequest,
-    RedeemCreate,
-    Redemption,
-    RedemptionWithBalance,
-    RefundCreate,
-    RefundResult,
-    VoidRequest,
-)
+from app.redemption.conversion import check_amount, max_redeemable, money_args, points_value
+from app.redemption.schemas import CaptureRequest, HoldCreate, Quote, QuoteRequest, RedeemCreate, RefundCreate
 
-_STATUS_ERRORS = {
-    "member_not_found", "hold_not_found", "hold_not_open", "hold_expired", "capture_exceeds_hold",
-    "redemption_not_found",
-}
-
-
-def _check(status: str, available: int | None = None) -> None:
-    """Raise the domain error of a ledger function's status. ``available``: the balance a refused debit
-    found too small (the debit function answers it)."""
-    if status == "ok":
-        return
-    if status == "insufficient_points":
-        raise DomainError("insufficient_points", "The member does not have enough available points.",
-                          available=available)
-    if status in _STATUS_ERRORS:
-        raise DomainError(status)
-    raise RuntimeError(f"unexpected ledger status {status!r}")
+HOLD_ID = re.compile(r"^hold_[0-9a-f]{16}$")
+REDEMPTION_ID = re.compile(r"^rdm_[0-9a-f]{16}$")
 
 
 def _check_money(p: Principal, amount: Decimal | None) -> None:
@@ -62,10 +35,10 @@ def _check_currency(p: Principal, currency: str | None) -> None:
         raise DomainError("currency_mismatch", f"This program works in {p.currency}.", expected=p.currency)
 
 
-async def quote(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: QuoteRequest) -> Quote:
+async def quote(pool: asyncpg.Pool, p: Principal, data: QuoteRequest) -> Quote:
     _check_currency(p, data.currency)
     _check_money(p, data.order_total)
-    balance = await get_balance(conn, p.program_id, data.member_id)
+    balance = await get_balance(pool, p.program_id, data.member_id)
     points, limited_by = max_redeemable(balance.available, data.order_total, p.settings)
     return Quote(
         member_id=data.member_id, currency=p.currency, order_total=data.order_total, available=balance.available,
@@ -76,105 +49,90 @@ async def quote(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, data: Quo
 
 
 def _validate_amount(p: Principal, data: RedeemCreate) -> None:
+    _check_money(p, data.order_total)
     reason = check_amount(data.points, p.settings, data.order_total)
     if reason:
         raise DomainError("invalid_redeem_amount", reason)
 
 
-async def _debit(conn: asyncpg.Connection, p: Principal, data: RedeemCreate, kind: str,
-                 expires_at: datetime | None) -> tuple[asyncpg.Record, Balance]:
-    """Redeem or hold: one round trip that also answers the balance after it (or, refused for insufficient
-    points, the balance that was too small)."""
-    row = await conn.fetchrow(q.REDEEM_OR_HOLD, p.program_id, data.member_id, data.points, kind,
-                              data.reference, data.description, data.metadata, expires_at)
-    _check(row["status"], row["available"])
-    return row, balance_of(row)
+def _debit(p: Principal, data: RedeemCreate, kind: str, expires_at: datetime | None, key: str | None,
+           fingerprint: bytes) -> Write:
+    return Write("redeem", {
+        "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_member_ref": data.member_id,
+        "p_points": data.points, "p_kind": kind, "p_reference": data.reference, "p_description": data.description,
+        "p_metadata": data.metadata, "p_hold_expires_at": expires_at, **money_args(p.settings, p.currency),
+    })
 
 
-async def redeem(conn: asyncpg.Connection, p: Principal, data: RedeemCreate) -> RedemptionWithBalance:
-    """The answer is built from what was just written (a new redemption has no refunds), not read back."""
-    _check_money(p, data.order_total)
+async def redeem(db: Db, p: Principal, data: RedeemCreate, key: str | None, fingerprint: bytes) -> Answer:
+    """Spend points now, soonest-expiring lots first."""
     _validate_amount(p, data)
-    row, balance = await _debit(conn, p, data, "redeem", None)
-    redemption = Redemption(
-        id=row["object_id"], member_id=data.member_id, points=data.points, refunded_points=0,
-        amount=points_value(data.points, p.settings, p.currency), currency=p.currency, reference=data.reference,
-        entry_id=row["entry_id"], hold_id=None, created_at=row["created_at"], refunds=[],
-    )
-    return RedemptionWithBalance(redemption=redemption, balance=balance)
+    return await db.writer.execute(_debit(p, data, "redeem", None, key, fingerprint))
 
 
-async def hold(conn: asyncpg.Connection, p: Principal, data: HoldCreate) -> HoldWithBalance:
-    _check_money(p, data.order_total)
+async def hold(db: Db, p: Principal, data: HoldCreate, key: str | None, fingerprint: bytes) -> Answer:
+    """Reserve points (available -> held) until captured, voided or expired."""
     _validate_amount(p, data)
     seconds = data.expires_in_seconds or p.settings.hold_default_seconds
     if seconds > p.settings.hold_max_seconds:
         raise DomainError("hold_too_long", f"Holds last at most {p.settings.hold_max_seconds} seconds.")
     expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
-    row, balance = await _debit(conn, p, data, "hold", expires_at)
-    hold = Hold(
-        id=row["object_id"], member_id=data.member_id, points=data.points, captured_points=0,
-        status="open" if expires_at > row["created_at"] else "expired", reference=data.reference,
-        description=data.description, amount=points_value(data.points, p.settings, p.currency), currency=p.currency,
-        expires_at=expires_at, created_at=row["created_at"], resolved_at=None, hold_entry_id=row["entry_id"],
-        resolve_entry_id=None, redemption_id=None,
-    )
-    return HoldWithBalance(hold=hold, balance=balance)
+    return await db.writer.execute(_debit(p, data, "hold", expires_at, key, fingerprint))
 
 
-async def capture(conn: asyncpg.Connection, p: Principal, hold_id: int, data: CaptureRequest) -> CaptureResult:
-    row = await conn.fetchrow(q.RESOLVE, p.program_id, hold_id, "capture", data.points)
-    _check(row["status"])
-    redemption = _redemption(p, row["redemption"]) if row["redemption"] is not None else None
-    return CaptureResult(hold=_hold(p, row["hold"]), redemption=redemption, balance=balance_of(row["balance"]))
+def _resolve(p: Principal, hold_id: str, kind: str, points: int | None, key: str | None, fingerprint: bytes) -> Write:
+    return Write("resolve_hold", {
+        "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_hold_id": hold_id, "p_kind": kind,
+        "p_points": points, "p_min_points": p.settings.min_redeem_points, "p_increment": p.settings.redeem_increment,
+        **money_args(p.settings, p.currency),
+    })
 
 
-async def void(conn: asyncpg.Connection, p: Principal, hold_id: int, data: VoidRequest) -> HoldWithBalance:
-    row = await conn.fetchrow(q.RESOLVE, p.program_id, hold_id, "void", None)
-    _check(row["status"])
-    return HoldWithBalance(hold=_hold(p, row["hold"]), balance=balance_of(row["balance"]))
+async def capture(db: Db, p: Principal, hold_id: str, data: CaptureRequest, key: str | None,
+                  fingerprint: bytes) -> Answer:
+    """Redeem all the held points, or ``points`` of them (the rest goes back). A partial capture follows the
+    program's redemption rules (minimum, increment)."""
+    return await db.writer.execute(_resolve(p, hold_id, "capture", data.points, key, fingerprint))
 
 
-async def refund(conn: asyncpg.Connection, p: Principal, redemption_id: int, data: RefundCreate) -> RefundResult:
-    row = await conn.fetchrow(q.REFUND, p.program_id, redemption_id, data.points, data.description, data.metadata)
-    if row["status"] == "refund_exceeds_redemption":
-        raise DomainError("refund_exceeds_redemption", refundable=row["available_points"])
-    _check(row["status"])
-    redemption = await get_redemption(conn, p, redemption_id)
-    refund_row = next(f for f in redemption.refunds if f.id == row["refund_id"])
-    return RefundResult(refund=refund_row, redemption=redemption,
-                        balance=await get_balance(conn, p.program_id, redemption.member_id))
+async def void(db: Db, p: Principal, hold_id: str, key: str | None, fingerprint: bytes) -> Answer:
+    return await db.writer.execute(_resolve(p, hold_id, "void", None, key, fingerprint))
 
 
-def _hold(p: Principal, row: Mapping[str, Any]) -> Hold:
-    return Hold(**row, amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
+async def refund(db: Db, p: Principal, redemption_id: str, data: RefundCreate, key: str | None,
+                 fingerprint: bytes) -> Answer:
+    return await db.writer.execute(Write("refund", {
+        "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_redemption_id": redemption_id,
+        "p_points": data.points, "p_description": data.description, "p_metadata": data.metadata,
+        **money_args(p.settings, p.currency),
+    }))
 
 
-def _redemption(p: Principal, row: Mapping[str, Any]) -> Redemption:
-    return Redemption(**row, amount=points_value(row["points"], p.settings, p.currency), currency=p.currency)
-
-
-async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, hold_id: int) -> Hold:
-    row = await conn.fetchrow(q.GET_HOLD, p.program_id, hold_id)
-    if row is None:
+async def hold_json(pool: asyncpg.Pool, p: Principal, hold_id: str) -> str:
+    m = money_args(p.settings, p.currency)
+    body: str | None = await pool.fetchval(q.HOLD_JSON, p.program_id, hold_id, *m.values())
+    if body is None:
         raise DomainError("hold_not_found")
-    return _hold(p, dict(row))
+    return body
 
 
-async def get_redemption(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, redemption_id: int) -> Redemption:
-    row = await conn.fetchrow(q.GET_REDEMPTION, p.program_id, redemption_id)
-    if row is None:
+async def redemption_json(pool: asyncpg.Pool, p: Principal, redemption_id: str) -> str:
+    m = money_args(p.settings, p.currency)
+    body: str | None = await pool.fetchval(q.REDEMPTION_JSON, p.program_id, redemption_id, *m.values())
+    if body is None:
         raise DomainError("redemption_not_found")
-    return _redemption(p, dict(row))
+    return body
 
 
-async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200) -> int:
-    """Release every open hold past its expiry, ``batch`` holds per transaction. Safe to run concurrently
-    and to rerun: a hold resolves at most once."""
+async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200, program_id: object = None,
+                                dry_run: bool = False) -> int:
+    """Release every open hold past its expiry, ``batch`` holds per transaction. Safe to run concurrently and to
+    rerun: a hold resolves at most once. ``dry_run``: count them, release nothing."""
+    if dry_run:
+        return int(await pool.fetchval(q.COUNT_EXPIRED, program_id))
     released = 0
     for _ in range(100_000):
-        async with pool.acquire() as conn, conn.transaction():
-            done = await conn.fetchval(q.RELEASE_EXPIRED, batch)
+        done = await pool.fetchval(q.RELEASE_EXPIRED, batch, program_id)
         released += done
         if done < batch:
             break

@@ -2,7 +2,7 @@
 
 # The qualifying metric of members over [start, end] (points, spend, purchases): the SQL function
 # ledger_tier_metrics (migration 0007, where its method is explained), inlined by the planner. $1: member ids.
-METRICS = "SELECT * FROM ledger_tier_metrics($1, $2, $3, $4)"
+METRICS = "SELECT member_pk AS member_id, points, spend, purchases FROM ledger.tier_metrics($1, $2, $3, $4)"
 
 
 STATES = """
@@ -13,20 +13,11 @@ ORDER BY b.member_id
 FOR UPDATE OF b
 """
 
-SAVE_STATE = """
-INSERT INTO member_tiers (member_id, program_id, tier, valid_until, manual_tier, manual_until, since, evaluated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (member_id) DO UPDATE SET
-    tier = EXCLUDED.tier, valid_until = EXCLUDED.valid_until, manual_tier = EXCLUDED.manual_tier,
-    manual_until = EXCLUDED.manual_until,
-    since = CASE WHEN member_tiers.tier = EXCLUDED.tier THEN member_tiers.since ELSE EXCLUDED.since END,
-    evaluated_at = coalesce(EXCLUDED.evaluated_at, member_tiers.evaluated_at)
-"""
-
-HISTORY = """
-INSERT INTO tier_history (program_id, member_id, from_tier, to_tier, valid_until, reason, source, reference,
-                          config_version, changed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+# Record a tier state (and its history row when p_reason is given): ledger.save_tier (70_tiers.sql).
+SAVE = """
+SELECT ledger.save_tier(p_program => $1, p_member_pk => $2, p_tier => $3, p_valid_until => $4, p_manual_tier => $5,
+                        p_manual_until => $6, p_at => $7, p_evaluated_at => $8, p_from_tier => $9, p_reason => $10,
+                        p_source => $11, p_reference => $12, p_config_version => $13)
 """
 
 MEMBER = """

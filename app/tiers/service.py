@@ -25,7 +25,6 @@ from app.tiers.policy import (
     TierProgress,
     TierState,
     evaluate,
-    on_activity,
     progress,
     window_bounds,
 )
@@ -106,19 +105,19 @@ async def _save(conn: asyncpg.Connection, program_id: UUID, member_id: int, befo
                 evaluated_at: datetime | None = None) -> None:
     manual_tier = before.manual_tier if before else None
     manual_until = before.manual_until if before else None
-    await conn.execute(q.SAVE_STATE, member_id, program_id, decision.tier, decision.valid_until, manual_tier,
-                       manual_until, at, evaluated_at)
-    if decision.changed:
-        await conn.execute(q.HISTORY, program_id, member_id, before.tier if before else None, decision.tier,
-                           decision.valid_until, decision.reason, source, reference, version, at)
+    await conn.execute(q.SAVE, program_id, member_id, decision.tier, decision.valid_until, manual_tier,
+                       manual_until, at, evaluated_at, before.tier if before else None,
+                       decision.reason if decision.changed else None, source, reference, version)
 
 
 # --- configuration ---------------------------------------------------------------------------------------
 
 
 def _version(row: Any) -> TierConfigVersion:
+    config = config_from_row(row["id"], row["document"])
+    assert config is not None
     return TierConfigVersion(version=row["version"], effective_from=row["effective_from"],
-                             created_at=row["created_at"], config=row["document"])
+                             created_at=row["created_at"], config=config)
 
 
 async def put_config(conn: asyncpg.Connection, p: Principal, data: TierConfigUpdate) -> TierConfigVersion:
@@ -127,9 +126,10 @@ async def put_config(conn: asyncpg.Connection, p: Principal, data: TierConfigUpd
                                           config.model_dump(mode="json")))
 
 
-async def current_config(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID,
-                         at: datetime | None = None) -> tuple[int | None, int | None, TierConfig | None]:
-    row = await versions.in_force(conn, versions.TIERS, program_id, at or datetime.now(UTC))
+async def current_config(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID, at: datetime | None = None,
+                         cache: versions.VersionCache | None = None
+                         ) -> tuple[int | None, int | None, TierConfig | None]:
+    row = await versions.in_force(conn, versions.TIERS, program_id, at or datetime.now(UTC), cache)
     if row is None:
         return None, None, None
     return row["id"], row["version"], config_from_row(row["id"], row["document"])
@@ -137,29 +137,6 @@ async def current_config(conn: asyncpg.Connection | asyncpg.Pool, program_id: UU
 
 async def config_versions(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> list[TierConfigVersion]:
     return [_version(r) for r in await versions.history(conn, versions.TIERS, p.program_id)]
-
-
-# --- the purchase's upgrade ------------------------------------------------------------------------------
-
-
-async def after_purchase(conn: asyncpg.Connection, p: Principal, ctx: Any, occurred_at: datetime,
-                         order_id: str, metric: Any) -> str | None:
-    """In the purchase's transaction (the member's lock is held): upgrade or requalify at once. ``metric``:
-    the row ``ledger_purchase`` answered, with the member's metric over the window ending at ``occurred_at``
-    (this purchase included). Returns the member's new tier when it changed."""
-    config = config_from_row(ctx["tier_config_id"], ctx["tier_config"])
-    if config is None:
-        return None
-    tz = ZoneInfo(p.timezone)
-    value = metric_value(config, metric, prefix="metric_")
-    state = state_from({"tier": ctx["tier"], "valid_until": ctx["tier_valid_until"],
-                        "manual_tier": ctx["manual_tier"], "manual_until": ctx["manual_until"]})
-    decision = on_activity(config, state, value, occurred_at, tz)
-    if not decision.changed:
-        return None
-    await _save(conn, p.program_id, ctx["member_pk"], state, decision, occurred_at, "purchase", order_id,
-                ctx["tier_config_version"])
-    return decision.tier
 
 
 # --- the evaluation job ----------------------------------------------------------------------------------
@@ -175,14 +152,18 @@ class EvaluationResult:
 
 
 async def evaluate_all(pool: asyncpg.Pool, as_of: datetime | None = None, batch: int = 500,
-                       progress_cb: Callable[[EvaluationResult], None] | None = None) -> EvaluationResult:
-    """Re-qualify every member of every program with tiers, as of ``as_of`` (default now): one transaction
-    per batch of members (locked in id order), idempotent (a rerun finds nothing to change)."""
+                       progress_cb: Callable[[EvaluationResult], None] | None = None, program: UUID | None = None,
+                       dry_run: bool = False) -> EvaluationResult:
+    """Re-qualify every member of every program with tiers (or of ``program``), as of ``as_of`` (default now): one
+    transaction per batch of members (locked in id order), idempotent (a rerun finds nothing to change).
+    ``dry_run``: count the changes, write none."""
     as_of = as_of or datetime.now(UTC)
     result = EvaluationResult()
     started = time.perf_counter()
-    for program in await pool.fetch(q.PROGRAMS_WITH_TIERS, as_of):
-        program_id = program["program_id"]
+    for row in await pool.fetch(q.PROGRAMS_WITH_TIERS, as_of):
+        program_id = row["program_id"]
+        if program is not None and program_id != program:
+            continue
         tz = ZoneInfo(await pool.fetchval(q.PROGRAM_TZ, program_id))
         _, version, config = await current_config(pool, program_id, as_of)
         assert config is not None
@@ -198,8 +179,9 @@ async def evaluate_all(pool: asyncpg.Pool, as_of: datetime | None = None, batch:
                     before = states.get(member_id)
                     decision = evaluate(config, before, metrics.get(member_id, Decimal(0)), as_of, tz)
                     if decision.changed:
-                        await _save(conn, program_id, member_id, before, decision, as_of, "evaluation",
-                                    f"evaluate-tiers as of {as_of.isoformat()}", version, evaluated_at=as_of)
+                        if not dry_run:
+                            await _save(conn, program_id, member_id, before, decision, as_of, "evaluation",
+                                        f"evaluate-tiers as of {as_of.isoformat()}", version, evaluated_at=as_of)
                         result.changed += 1
                         result.upgraded += decision.direction == "up"
                         result.downgraded += decision.direction == "down"
@@ -232,9 +214,8 @@ async def assign(conn: asyncpg.Connection, p: Principal, member_ref: str, data: 
     await conn.fetch(q.STATES, [row["id"]])  # the member's lock
     before = state_from(row)
     now = datetime.now(UTC)
-    await conn.execute(q.SAVE_STATE, row["id"], p.program_id, data.tier, data.until, data.tier, data.until, now, None)
-    await conn.execute(q.HISTORY, p.program_id, row["id"], before.tier if before else None, data.tier,
-                       data.until, "manual", "manual", data.reason, version, now)
+    await conn.execute(q.SAVE, p.program_id, row["id"], data.tier, data.until, data.tier, data.until, now, None,
+                       before.tier if before else None, "manual", "manual", data.reason, version)
     return await member_tier(conn, p, member_ref)
 
 

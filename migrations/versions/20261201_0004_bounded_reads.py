@@ -1,7 +1,7 @@
-"""bounded reads: indexes for a member's lots under the activity policy and pending lots by due time, and
-a purchase context that sums the day's and month's points only when a cap needs them.
+"""bounded reads: indexes for a member's lots under the activity policy and pending lots by due time.
 
-The SQL is in migrations/sql/20261201_0004_bounded_reads.sql.
+Functions are not created here (see migrations/functions/, applied by the repeatable step of
+app/db/functions.py); this revision keeps only its indexes.
 
 Revision ID: 0004
 Revises: 0003
@@ -9,17 +9,10 @@ Create Date: 2026-12-01 19:50:00
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
-
-from migrations.sqlfile import run_sql, run_sql_file
-
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-SQL = SQL_DIR / "20261201_0004_bounded_reads.sql"
 
 revision: str = '0004'
 down_revision: str | None = '0003'
@@ -28,15 +21,17 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    run_sql_file(SQL)
+    # The lots under the activity policy, by member: the balance read sums them only for members who have an
+    # activity date, instead of filtering every open lot of every member.
+    op.create_index("ix_lots_open_inactivity", "lots", ["member_id"],
+                    postgresql_where=sa.text("remaining > 0 AND expires_on_inactivity"))
+    # A member's pending lots by the time they become available: the balance read's "pending points now due"
+    # is a range, however many purchases are still inside their return window.
+    op.drop_index("ix_lots_pending_member", table_name="lots")
+    op.create_index("ix_lots_pending_member", "lots", ["member_id", "available_at"], postgresql_where=sa.text("pending"))
 
 
 def downgrade() -> None:
-    # Put back 0003's definition, read from its own file rather than copied here.
-    earning = (SQL_DIR / "20261123_0003_earning.sql").read_text()
-    match = re.search(r"^CREATE FUNCTION ledger_purchase_context\(.*?^END \$\$;", earning, re.S | re.M)
-    assert match is not None, "ledger_purchase_context not found in 0003's SQL"
-    run_sql(match.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     op.drop_index("ix_lots_open_inactivity", table_name="lots")
     op.drop_index("ix_lots_pending_member", table_name="lots")
     op.create_index("ix_lots_pending_member", "lots", ["member_id"], postgresql_where=sa.text("pending"))

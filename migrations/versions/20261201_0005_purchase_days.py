@@ -1,6 +1,7 @@
 """purchase days: per-member daily totals of purchases, so the tier metric reads at most a window's days.
 
-The trigger and the backfill are in migrations/sql/20261201_0005_purchase_days.sql.
+The trigger that keeps them is in migrations/functions/80_purchases.sql (the one home of the SQL functions);
+this revision creates the table and fills it from the purchases posted so far.
 
 Revision ID: 0005
 Revises: 0004
@@ -9,14 +10,9 @@ Create Date: 2026-12-01 20:15:00
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
-
-from migrations.sqlfile import run_sql_file
-
-SQL = Path(__file__).resolve().parents[1] / "sql" / "20261201_0005_purchase_days.sql"
 
 revision: str = '0005'
 down_revision: str | None = '0004'
@@ -38,10 +34,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('member_id', 'day', name=op.f('pk_member_purchase_days')),
         comment='materialised from purchases by a trigger; checked by verify',
     )
-    run_sql_file(SQL)
+    op.execute("""
+        INSERT INTO member_purchase_days (member_id, day, points, qualifying_points, spend, purchases)
+        SELECT member_id, (occurred_at AT TIME ZONE 'UTC')::date, sum(points - clawed_back_points),
+               sum(greatest(qualifying_points - qualifying_clawed_back, 0)), sum(eligible_amount), count(*)
+          FROM purchases GROUP BY 1, 2
+    """)
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER purchases_days ON purchases")
-    op.execute("DROP FUNCTION ledger_purchase_days_apply()")
     op.drop_table('member_purchase_days')

@@ -1,7 +1,8 @@
-"""writes answer: ledger_balance as a SQL function, and ledger_debit (redeem or hold, then the balance, in
-one round trip).
+"""writes answer in one round trip (ledger_balance, ledger_debit).
 
-The SQL is in migrations/sql/20261201_0006_writes_answer.sql.
+This revision created SQL functions only. Their current definitions live in migrations/functions/ (the one home
+of the service's SQL), applied by the repeatable step of app/db/functions.py, so it changes nothing any more;
+it stays so that databases stamped at it upgrade along the same chain.
 
 Revision ID: 0006
 Revises: 0005
@@ -10,13 +11,6 @@ Create Date: 2026-12-01 20:00:00
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-
-from alembic import op
-
-from migrations.sqlfile import run_sql_file
-
-SQL = Path(__file__).resolve().parents[1] / "sql" / "20261201_0006_writes_answer.sql"
 
 revision: str = '0006'
 down_revision: str | None = '0005'
@@ -25,9 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    run_sql_file(SQL)
+    pass
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION ledger_debit(uuid, text, bigint, text, timestamptz, text, text, jsonb, timestamptz)")
-    op.execute("DROP FUNCTION ledger_balance(uuid, text)")
+    pass

@@ -1,22 +1,16 @@
-"""purchase answers: ledger_tier_metrics as a SQL function, and ledger_purchase (earn, then the tier metric
-and the balance, in one round trip).
+"""a purchase answers in one round trip (ledger_tier_metrics, ledger_purchase).
 
-The SQL is in migrations/sql/20261201_0007_purchase_answers.sql.
+This revision created SQL functions only. Their current definitions live in migrations/functions/ (the one home
+of the service's SQL), applied by the repeatable step of app/db/functions.py, so it changes nothing any more;
+it stays so that databases stamped at it upgrade along the same chain.
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-01 20:10:00
+Create Date: 2026-12-01 20:00:00
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-
-from alembic import op
-
-from migrations.sqlfile import run_sql_file
-
-SQL = Path(__file__).resolve().parents[1] / "sql" / "20261201_0007_purchase_answers.sql"
 
 revision: str = '0007'
 down_revision: str | None = '0006'
@@ -25,11 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    run_sql_file(SQL)
+    pass
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION ledger_purchase(uuid, bigint, text, timestamptz, bytea, jsonb, bigint, jsonb, bigint, "
-               "timestamptz, timestamptz, boolean, timestamptz, bigint, numeric, text, timestamptz, timestamptz, "
-               "boolean)")
-    op.execute("DROP FUNCTION ledger_tier_metrics(bigint[], timestamptz, timestamptz, boolean)")
+    pass

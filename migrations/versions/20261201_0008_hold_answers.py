@@ -1,22 +1,16 @@
-"""hold answers: the hold and redemption reads as SQL functions, and ledger_resolve_hold (capture or void,
-then the hold, the redemption and the balance, in one round trip).
+"""capture and void answer in one round trip (ledger_resolve_hold and the hold/redemption views).
 
-The SQL is in migrations/sql/20261201_0008_hold_answers.sql.
+This revision created SQL functions only. Their current definitions live in migrations/functions/ (the one home
+of the service's SQL), applied by the repeatable step of app/db/functions.py, so it changes nothing any more;
+it stays so that databases stamped at it upgrade along the same chain.
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-12-01 20:30:00
+Create Date: 2026-12-01 20:00:00
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-
-from alembic import op
-
-from migrations.sqlfile import run_sql_file
-
-SQL = Path(__file__).resolve().parents[1] / "sql" / "20261201_0008_hold_answers.sql"
 
 revision: str = '0008'
 down_revision: str | None = '0007'
@@ -25,10 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    run_sql_file(SQL)
+    pass
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION ledger_resolve_hold(uuid, bigint, text, bigint, timestamptz)")
-    op.execute("DROP FUNCTION ledger_redemption_view(uuid, bigint)")
-    op.execute("DROP FUNCTION ledger_hold_view(uuid, bigint)")
+    pass

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import asyncpg
-from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Request, Response
 
-from app.api.auth import Principal, require
-from app.api.deps import Admin, Pool
-from app.api.idempotency import IdempotencyKey, run_idempotent
+from app.api.auth import Principal, announce_program_change, require
+from app.api.deps import Admin, Database, Pool
+from app.api.idempotency import IdempotencyKey, JSONText, run_write
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
@@ -40,11 +38,13 @@ OrderIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 @router.put("/program/earn-rules", response_model=EarnRuleVersion, status_code=201,
             responses=responses("insufficient_scope"))
-async def put_earn_rules(body: EarnRulesUpdate, principal: Admin, pool: Pool) -> EarnRuleVersion:
+async def put_earn_rules(body: EarnRulesUpdate, principal: Admin, pool: Pool, request: Request) -> EarnRuleVersion:
     """Replace the rule set as a new version from `effective_from` (default now). Purchases are always
     evaluated with the version in force at their `occurred_at`, so a change never alters past awards."""
     async with pool.acquire() as conn, conn.transaction():
-        return await service.put_rules(conn, principal, body)
+        version = await service.put_rules(conn, principal, body)
+        await announce_program_change(request, conn, principal.program_id)
+        return version
 
 
 @router.get("/program/earn-rules", response_model=EarnRuleVersion, responses=responses("insufficient_scope"))
@@ -63,32 +63,29 @@ async def list_earn_rule_versions(principal: Reader, pool: Pool) -> EarnRuleVers
     "/purchases", status_code=201, response_model=PurchaseResult,
     responses={200: {"model": PurchaseResult, "description": "The order was posted before with this content"},
                **responses(*WRITE_ERRORS, "member_not_found", "currency_mismatch", "order_already_posted",
-                           "points_out_of_range")},
+                           "points_out_of_range", "member_closed")},
 )
 async def post_purchase(body: PurchaseCreate, principal: Earner, request: Request,
-                        idempotency_key: IdempotencyKey) -> JSONResponse:
+                        idempotency_key: IdempotencyKey, db: Database) -> Response:
     """Award the points of a purchase by the earn rules in force at `occurred_at`, with a breakdown per
     line and per rule. Unknown members are enrolled (program setting `enrol_on_purchase`). Points stay
     pending for the program's `pending_days`."""
-
-    async def effect(conn: asyncpg.Connection) -> tuple[int, PurchaseResult]:
-        return await service.post_purchase(conn, principal, body)
-
-    return await run_idempotent(request, principal, idempotency_key, body, effect)
+    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: service.post_purchase(
+        db, principal, body, idempotency_key, fingerprint))
 
 
 @router.post("/purchases/quote", response_model=PurchaseQuote,
              responses=responses("insufficient_scope", "currency_mismatch", "points_out_of_range"))
-async def quote_purchase(body: PurchaseQuoteRequest, principal: Quoter, pool: Pool) -> PurchaseQuote:
+async def quote_purchase(body: PurchaseQuoteRequest, principal: Quoter, db: Database) -> PurchaseQuote:
     """"You will earn N points": the same evaluation as posting, as a dry run. Writes nothing; no key."""
-    return await service.quote_purchase(pool, principal, body)
+    return await service.quote_purchase(db, principal, body)
 
 
 @router.get("/purchases/{order_id}", response_model=Purchase,
             responses=responses("insufficient_scope", "purchase_not_found"))
-async def get_purchase(order_id: OrderIdPath, principal: Reader, pool: Pool) -> Purchase:
+async def get_purchase(order_id: OrderIdPath, principal: Reader, pool: Pool) -> Response:
     """The award, its breakdown, and the returns so far."""
-    return await service.get_purchase(pool, principal, order_id)
+    return JSONText(await service.purchase_json(pool, principal, order_id))
 
 
 @router.post(
@@ -97,27 +94,21 @@ async def get_purchase(order_id: OrderIdPath, principal: Reader, pool: Pool) -> 
                **responses(*WRITE_ERRORS, "purchase_not_found", "return_already_posted")},
 )
 async def post_return(order_id: OrderIdPath, body: ReturnCreate, principal: Earner, request: Request,
-                      idempotency_key: IdempotencyKey) -> JSONResponse:
+                      idempotency_key: IdempotencyKey, db: Database) -> Response:
     """Claw back the points attributable to returned `lines` (sku + quantity) or a refunded `amount`:
     from the purchase's pending points first, then available; returning more than was bought is 422."""
-
-    async def effect(conn: asyncpg.Connection) -> tuple[int, ReturnResult]:
-        return await service.post_return(conn, principal, order_id, body)
-
-    return await run_idempotent(request, principal, idempotency_key, body, effect)
+    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: service.post_return(
+        db, principal, order_id, body, idempotency_key, fingerprint))
 
 
 @router.post(
     "/events", status_code=201, response_model=EventResult,
     responses={200: {"model": EventResult, "description": "This event_id was posted before"},
-               **responses(*WRITE_ERRORS, "member_not_found", "external_ref_conflict")},
+               **responses(*WRITE_ERRORS, "member_not_found", "external_ref_conflict", "member_closed")},
 )
 async def post_event(body: EventCreate, principal: Earner, request: Request,
-                     idempotency_key: IdempotencyKey) -> JSONResponse:
+                     idempotency_key: IdempotencyKey, db: Database) -> Response:
     """A named custom event (survey_completed, social_share, ...) earning points by the event rules of the
     rule set, within their per-day/month/ever limits. Unknown event names are 422."""
-
-    async def effect(conn: asyncpg.Connection) -> tuple[int, EventResult]:
-        return await service.post_event(conn, principal, body)
-
-    return await run_idempotent(request, principal, idempotency_key, body, effect)
+    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: service.post_event(
+        db, principal, body, idempotency_key, fingerprint))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.auth import Principal, require
+from app.api.auth import Principal, announce_program_change, require
 from app.api.deps import Admin, MemberIdPath, Pool
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
@@ -20,12 +20,14 @@ Reader = Annotated[Principal, Depends(require("read"))]
 
 @router.put("/program/expiration-policy", response_model=PolicyVersion, status_code=201,
             responses=responses("insufficient_scope"))
-async def put_policy(body: PolicyUpdate, principal: Admin, pool: Pool) -> PolicyVersion:
+async def put_policy(request: Request, body: PolicyUpdate, principal: Admin, pool: Pool) -> PolicyVersion:
     """A new policy version from `effective_from` (default now). A lot's expiry is fixed when the lot
     is created, by the version in force at its `occurred_at`: changing the policy never moves the
     expiry of points already earned."""
     async with pool.acquire() as conn, conn.transaction():
-        return await service.put_policy(conn, principal, body)
+        version = await service.put_policy(conn, principal, body)
+        await announce_program_change(request, conn, principal.program_id)
+        return version
 
 
 @router.get("/program/expiration-policy", response_model=PolicyVersion, responses=responses("insufficient_scope"))

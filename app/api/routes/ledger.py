@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import asyncpg
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import Admin, EntryIdPath, MemberIdPath, Pool, Reader
-from app.api.idempotency import IdempotencyKey, run_idempotent
+from app.api.deps import Admin, Database, EntryIdPath, MemberIdPath, Pool, Reader
+from app.api.idempotency import IdempotencyKey, JSONText, run_write
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.ledger import service
@@ -25,9 +23,10 @@ WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_ke
     "/members/{member_id}/balance", response_model=Balance,
     responses=responses("insufficient_scope", "member_not_found"),
 )
-async def get_balance(member_id: MemberIdPath, principal: Reader, pool: Pool) -> Balance:
-    """One indexed lookup of the member's materialised balance."""
-    return await service.get_balance(pool, principal.program_id, member_id)
+async def get_balance(member_id: MemberIdPath, principal: Reader, pool: Pool) -> Response:
+    """The member's materialised balance with what reads fold in at once (lapsed holds, due pending points,
+    expired points): one statement, its JSON rendered by Postgres."""
+    return JSONText(await service.balance_json(pool, principal.program_id, member_id))
 
 
 @router.get(
@@ -38,14 +37,14 @@ async def get_activity(
     member_id: MemberIdPath, principal: Reader, pool: Pool,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-) -> ActivityPage:
+) -> Response:
     """Entries touching the member, newest first, with cursor pagination stable under concurrent writes."""
-    return await service.activity(pool, principal.program_id, member_id, limit, cursor)
+    return JSONText(await service.activity_json(pool, principal.program_id, member_id, limit, cursor))
 
 
 @router.get("/entries/{entry_id}", response_model=Entry, responses=responses("insufficient_scope", "entry_not_found"))
-async def get_entry(entry_id: EntryIdPath, principal: Reader, pool: Pool) -> Entry:
-    return await service.get_entry(pool, principal.program_id, entry_id)
+async def get_entry(entry_id: EntryIdPath, principal: Reader, pool: Pool) -> Response:
+    return JSONText(await service.entry_json(pool, principal.program_id, entry_id))
 
 
 @router.post(
@@ -54,15 +53,12 @@ async def get_entry(entry_id: EntryIdPath, principal: Reader, pool: Pool) -> Ent
                         "points_out_of_range"),
 )
 async def create_adjustment(
-    body: AdjustmentCreate, principal: Admin, request: Request, idempotency_key: IdempotencyKey
-) -> JSONResponse:
+    body: AdjustmentCreate, principal: Admin, request: Request, idempotency_key: IdempotencyKey, db: Database
+) -> Response:
     """Credit (positive points, a new lot) or debit (negative, soonest-expiring lots first) a member by
     hand, with a reason. A debit never takes `available` below zero."""
-
-    async def effect(conn: asyncpg.Connection) -> tuple[int, EntryWithBalance]:
-        return 201, await service.adjust(conn, principal.program_id, body, principal.timezone)
-
-    return await run_idempotent(request, principal, idempotency_key, body, effect)
+    return await run_write(request, principal, idempotency_key, body,
+                           lambda fingerprint: service.adjust(db, principal, body, idempotency_key, fingerprint))
 
 
 @router.post(
@@ -72,12 +68,9 @@ async def create_adjustment(
 )
 async def reverse_entry(
     entry_id: EntryIdPath, body: ReverseCreate, principal: Admin, request: Request,
-    idempotency_key: IdempotencyKey,
-) -> JSONResponse:
+    idempotency_key: IdempotencyKey, db: Database,
+) -> Response:
     """Post the mirror entry of `entry_id`, once. Debited points return to the lots they came from (with
     their original expiry); credited points are taken back from the lots the entry created first."""
-
-    async def effect(conn: asyncpg.Connection) -> tuple[int, EntryWithBalance]:
-        return 201, await service.reverse(conn, principal.program_id, entry_id, body)
-
-    return await run_idempotent(request, principal, idempotency_key, body, effect)
+    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: service.reverse(
+        db, principal, entry_id, body, idempotency_key, fingerprint))

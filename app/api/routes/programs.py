@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.auth import NOTIFY
+from app.api.auth import NOTIFY, announce_program_change
 from app.api.deps import Admin, Pool, Reader
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
@@ -28,10 +28,7 @@ async def update_program(body: ProgramUpdate, principal: Admin, pool: Pool, requ
     """Rename the program or change some of its settings (fields left out keep their value)."""
     async with pool.acquire() as conn, conn.transaction():
         program = await service.update_program(conn, principal.program_id, body)
-        await conn.execute(NOTIFY, f"program:{program.id}")  # cached keys carry the settings
-    # This process at once (the notification reaches its listener a moment later): the caller's next request
-    # sees the new settings.
-    request.app.state.key_cache.evict(f"program:{program.id}")
+        await announce_program_change(request, conn, program.id)  # cached keys carry the settings
     return program
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from app.api.auth import Principal, require
+from app.api.auth import Principal, announce_program_change, require
 from app.api.deps import Admin, MemberIdPath, Pool
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
@@ -21,11 +21,13 @@ Reader = Annotated[Principal, Depends(require("read"))]
 
 @router.put("/program/tiers", response_model=TierConfigVersion, status_code=201,
             responses=responses("insufficient_scope"))
-async def put_tiers(body: TierConfigUpdate, principal: Admin, pool: Pool) -> TierConfigVersion:
+async def put_tiers(request: Request, body: TierConfigUpdate, principal: Admin, pool: Pool) -> TierConfigVersion:
     """A new tier configuration version from `effective_from` (default now). Run the evaluation
     (`points-ledger evaluate-tiers`, or wait for the scheduler) to move members onto a changed ladder."""
     async with pool.acquire() as conn, conn.transaction():
-        return await service.put_config(conn, principal, body)
+        version = await service.put_config(conn, principal, body)
+        await announce_program_change(request, conn, principal.program_id)
+        return version
 
 
 @router.get("/program/tiers", response_model=TierConfigVersion,

@@ -1,0 +1,160 @@
+-- The double-entry core: entries and postings, append-only and zero-sum, written by ONE primitive.
+
+-- 1. Append-only. Entries, postings and lot allocations (and the append-only facts of earning and tiers) can
+--    never be changed or removed.
+CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
+    FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
+CREATE TRIGGER postings_append_only BEFORE UPDATE OR DELETE ON postings
+    FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON postings
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
+CREATE TRIGGER lot_allocations_append_only BEFORE UPDATE OR DELETE ON lot_allocations
+    FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+CREATE TRIGGER lot_allocations_no_truncate BEFORE TRUNCATE ON lot_allocations
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
+
+-- 2. Zero-sum, checked once per statement, set-based. An entry and its postings are written by one statement
+--    (ledger.post), so at the end of every statement each entry it inserted must have two or more postings
+--    summing to zero, and each entry it added postings to must still sum to zero (postings can never be
+--    added to an entry afterwards). A violation aborts the statement: nothing of it is written.
+CREATE FUNCTION ledger.check_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v record;
+BEGIN
+    IF TG_TABLE_NAME = 'entries' THEN
+        SELECT n.id AS entry_id, count(p.id) AS postings, coalesce(sum(p.points), 0) AS total INTO v
+          FROM new_rows n LEFT JOIN postings p ON p.entry_id = n.id
+         GROUP BY n.id HAVING count(p.id) < 2 OR coalesce(sum(p.points), 0) <> 0 LIMIT 1;
+    ELSE
+        SELECT t.entry_id, count(p.id) AS postings, coalesce(sum(p.points), 0) AS total INTO v
+          FROM (SELECT DISTINCT n.entry_id FROM new_rows n) t JOIN postings p ON p.entry_id = t.entry_id
+         GROUP BY t.entry_id HAVING count(p.id) < 2 OR coalesce(sum(p.points), 0) <> 0 LIMIT 1;
+    END IF;
+    IF v.entry_id IS NOT NULL THEN
+        RAISE EXCEPTION 'entry % is not balanced: % postings summing to %', v.entry_id, v.postings, v.total
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER entries_balanced AFTER INSERT ON entries REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.check_entries_balanced();
+CREATE TRIGGER postings_balanced AFTER INSERT ON postings REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.check_entries_balanced();
+
+-- 3. Members. What each member status refuses (README "Member status"):
+--      earn (purchases, events)             active, suspended: yes   closed: member_closed
+--      spend (redeem, hold, capture)        active: yes   suspended: member_suspended   closed: member_closed
+--      give back (void, release, refund, return) and admin (adjustment, reversal): always
+CREATE FUNCTION ledger.status_allows(p_member_status text, p_action text) RETURNS ledger.status
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_member_status = 'active' OR p_action IN ('give_back', 'admin') THEN 'ok'
+        WHEN p_member_status = 'closed' THEN 'member_closed'
+        WHEN p_action = 'earn' THEN 'ok'
+        ELSE 'member_suspended' END::ledger.status
+$$;
+
+-- Lock a member's balance row: the one lock of every change to the member's balances, lots and holds.
+CREATE FUNCTION ledger.lock_member(p_member_pk bigint) RETURNS member_balances
+LANGUAGE sql AS $$ SELECT * FROM member_balances WHERE member_id = p_member_pk FOR UPDATE $$;
+
+-- 4. THE posting primitive: one entry, its postings, and the member's balance row changed by exactly what the
+--    postings say. Every movement of points in the service is one call of this function.
+--    `p_accounts`/`p_points`: the postings (zero points are left out); they must sum to zero (the trigger above
+--    refuses the statement otherwise). Member accounts move the balance row; postings to `issued` and
+--    `adjustments` move lifetime_earned (negated), to `redeemed` lifetime_redeemed; `expired` has no row.
+--    The balance row is updated first: that takes the member's lock and, for a debit of `available`, checks the
+--    overdraft in the same statement. Overdrawn (unless p_overdraw): entry_pk NULL and nothing written.
+--    `available_before`: the member's available points before this entry (a credit first repays a negative
+--    balance: ledger.credit_lot).
+CREATE FUNCTION ledger.post(
+    p_program uuid, p_member_pk bigint, p_kind text, p_occurred_at timestamptz, p_accounts text[], p_points bigint[],
+    p_external_ref text DEFAULT NULL, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
+    p_reverses bigint DEFAULT NULL, p_overdraw boolean DEFAULT false,
+    OUT entry_pk bigint, OUT available_before bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_available bigint := 0;
+    v_pending bigint := 0;
+    v_held bigint := 0;
+    v_earned bigint := 0;
+    v_redeemed bigint := 0;
+BEGIN
+    FOR i IN 1 .. cardinality(p_accounts) LOOP
+        CASE p_accounts[i]
+            WHEN 'available' THEN v_available := v_available + p_points[i];
+            WHEN 'pending' THEN v_pending := v_pending + p_points[i];
+            WHEN 'held' THEN v_held := v_held + p_points[i];
+            WHEN 'issued', 'adjustments' THEN v_earned := v_earned - p_points[i];
+            WHEN 'redeemed' THEN v_redeemed := v_redeemed + p_points[i];
+            WHEN 'expired' THEN NULL;
+        END CASE;
+    END LOOP;
+    UPDATE member_balances b
+       SET available = b.available + v_available, pending = b.pending + v_pending, held = b.held + v_held,
+           lifetime_earned = b.lifetime_earned + v_earned, lifetime_redeemed = b.lifetime_redeemed + v_redeemed
+     WHERE b.member_id = p_member_pk AND (v_available >= 0 OR p_overdraw OR b.available + v_available >= 0)
+    RETURNING b.available - v_available INTO available_before;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    WITH e AS (
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata,
+                             reverses_entry_id)
+        VALUES (p_program, p_member_pk, p_kind, p_occurred_at, p_external_ref, p_description,
+                coalesce(p_metadata, '{}'), p_reverses)
+        RETURNING id
+    ), p AS (
+        INSERT INTO postings (entry_id, program_id, member_id, account, points)
+        SELECT e.id, p_program, p_member_pk, x.account, x.points
+          FROM e CROSS JOIN unnest(p_accounts, p_points) AS x(account, points)
+         WHERE x.points <> 0
+    )
+    SELECT e.id INTO entry_pk FROM e;
+END $$;
+
+-- 5. Entries as the API shows them.
+CREATE FUNCTION ledger.entry_json(p_entry_pk bigint) RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'id', ledger.public_id('ent', e.id), 'kind', e.kind, 'member_id', m.external_id,
+        'occurred_at', ledger.ts(e.occurred_at), 'recorded_at', ledger.ts(e.recorded_at),
+        'external_ref', e.external_ref, 'description', e.description, 'metadata', e.metadata,
+        'reverses_entry_id', ledger.public_id('ent', e.reverses_entry_id),
+        'reversed_by_entry_id', (SELECT ledger.public_id('ent', r.id) FROM entries r WHERE r.reverses_entry_id = e.id),
+        'postings', (SELECT coalesce(json_agg(json_build_object('account', p.account, 'points', p.points)
+                                              ORDER BY p.id), '[]'::json)
+                       FROM postings p WHERE p.entry_id = e.id))
+    FROM entries e LEFT JOIN members m ON m.id = e.member_id
+    WHERE e.id = p_entry_pk
+$$;
+
+-- The entry of a program by its public id, as JSON (NULL: not found).
+CREATE FUNCTION ledger.entry_read(p_program uuid, p_entry_id text) RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT j FROM entries e CROSS JOIN LATERAL ledger.entry_json(e.id) j
+     WHERE e.id = ledger.row_id('ent', p_entry_id) AND e.program_id = p_program
+$$;
+
+-- A member's activity page: `p_limit` entries, newest first, before the entry `p_before` (a public id; NULL:
+-- from the newest), and the cursor of the next page (NULL at the end). NULL when the member does not exist.
+-- Entry ids of one member are assigned under the member's lock, so they commit in id order and a page never
+-- skips a late commit.
+CREATE FUNCTION ledger.activity_read(p_program uuid, p_member_ref text, p_before text, p_limit integer)
+RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'data', coalesce(json_agg(ej ORDER BY x.id DESC) FILTER (WHERE x.n <= p_limit),
+                         '[]'::json),
+        'next_cursor', CASE WHEN count(x.id) > p_limit
+                            THEN ledger.public_id('ent', min(x.id) FILTER (WHERE x.n <= p_limit)) END)
+      FROM members m
+      LEFT JOIN LATERAL (
+          SELECT e.id, row_number() OVER (ORDER BY e.id DESC) AS n FROM entries e
+           WHERE e.member_id = m.id AND (p_before IS NULL OR e.id < ledger.row_id('ent', p_before))
+           ORDER BY e.id DESC LIMIT p_limit + 1
+      ) x ON true
+      LEFT JOIN LATERAL ledger.entry_json(x.id) ej ON true
+     WHERE m.program_id = p_program AND m.external_id = p_member_ref
+     GROUP BY m.id
+$$;

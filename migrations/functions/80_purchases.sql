@@ -1,0 +1,347 @@
+-- Earning from purchases: the evaluation is Python (app/earning/rules.py, a pure function); these functions
+-- read the facts it needs (ledger.purchase_context, no lock) and post its result (ledger.purchase), checking
+-- under the member's lock that those facts have not changed meanwhile (member_balances.facts_version, bumped by
+-- every purchase, return, event and tier change of the member): if they have, the answer is 'stale' and the
+-- service evaluates again. A purchase is two round trips, and the member's lock is held for one statement.
+
+-- Per member and UTC day of occurred_at, the sums the tier metric needs (member_purchase_days): a materialised
+-- aggregate of `purchases`, kept by this trigger in the transaction that changes a purchase, under the member's
+-- lock, and recomputed by verify.
+CREATE FUNCTION ledger.purchase_days_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_points bigint := NEW.points - NEW.clawed_back_points;
+    v_qualifying bigint := greatest(NEW.qualifying_points - NEW.qualifying_clawed_back, 0);
+    v_spend numeric := NEW.eligible_amount;
+    v_count integer := 1;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        v_points := v_points - (OLD.points - OLD.clawed_back_points);
+        v_qualifying := v_qualifying - greatest(OLD.qualifying_points - OLD.qualifying_clawed_back, 0);
+        v_spend := v_spend - OLD.eligible_amount;
+        v_count := 0;
+        IF v_points = 0 AND v_qualifying = 0 AND v_spend = 0 THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO member_purchase_days AS d (member_id, day, points, qualifying_points, spend, purchases)
+    VALUES (NEW.member_id, (NEW.occurred_at AT TIME ZONE 'UTC')::date, v_points, v_qualifying, v_spend, v_count)
+    ON CONFLICT (member_id, day) DO UPDATE
+       SET points = d.points + EXCLUDED.points, qualifying_points = d.qualifying_points + EXCLUDED.qualifying_points,
+           spend = d.spend + EXCLUDED.spend, purchases = d.purchases + EXCLUDED.purchases;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER purchases_days AFTER INSERT OR UPDATE ON purchases
+    FOR EACH ROW EXECUTE FUNCTION ledger.purchase_days_apply();
+CREATE TRIGGER purchase_returns_append_only BEFORE UPDATE OR DELETE ON purchase_returns
+    FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+
+-- What the evaluation of a purchase needs to know about its member, as of p_occurred_at. The typed contract
+-- between this function and app/earning/context.py (PurchaseContext): the quote reads it too.
+CREATE TYPE ledger.purchase_context AS (
+    member_pk bigint,          -- NULL: not a member yet (the post enrols it)
+    member_status text,
+    birthday date,
+    facts_version bigint,      -- the post checks it is unchanged
+    first_purchase boolean,
+    earned_today bigint,       -- purchase points already earned in the local day / month (0 unless asked for)
+    earned_this_month bigint,
+    tier_then text,            -- the tier held at occurred_at (NULL: none recorded)
+    tier text,                 -- the tier state now
+    tier_valid_until timestamptz,
+    manual_tier text,
+    manual_until timestamptz,
+    metric_points numeric,     -- the tier metric over [p_window_start, p_occurred_at], without this purchase
+    metric_spend numeric,
+    metric_purchases bigint,
+    existing_hash bytea        -- the content hash of the purchase already posted with this order id
+);
+
+-- p_day_start / p_month_start: the local day and month of the purchase (NULL when no cap needs them);
+-- p_window_start: the tier window's start (NULL when the program has no tiers).
+CREATE FUNCTION ledger.purchase_context(
+    p_program uuid, p_member_ref text, p_order_id text, p_occurred_at timestamptz, p_day_start timestamptz,
+    p_month_start timestamptz, p_window_start timestamptz, p_bonuses boolean)
+RETURNS SETOF ledger.purchase_context LANGUAGE sql STABLE AS $$
+    SELECT m.id, m.status, m.birthday, b.facts_version,
+           m.id IS NULL OR NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m.id),
+           CASE WHEN p_day_start IS NULL OR m.id IS NULL THEN 0 ELSE
+               (SELECT coalesce(sum(p.points), 0) FROM purchases p WHERE p.member_id = m.id
+                   AND p.occurred_at >= p_day_start AND p.occurred_at < p_day_start + interval '1 day') END::bigint,
+           CASE WHEN p_month_start IS NULL OR m.id IS NULL THEN 0 ELSE
+               (SELECT coalesce(sum(p.points), 0) FROM purchases p WHERE p.member_id = m.id
+                   AND p.occurred_at >= p_month_start AND p.occurred_at < p_month_start + interval '1 month') END::bigint,
+           (SELECT h.to_tier FROM tier_history h WHERE h.member_id = m.id AND h.changed_at <= p_occurred_at
+             ORDER BY h.changed_at DESC, h.id DESC LIMIT 1),
+           t.tier, t.valid_until, t.manual_tier, t.manual_until,
+           coalesce(x.points, 0), coalesce(x.spend, 0), coalesce(x.purchases, 0),
+           (SELECT p.content_hash FROM purchases p WHERE p.program_id = p_program AND p.order_id = p_order_id)
+      FROM (SELECT 1) one
+      LEFT JOIN members m ON m.program_id = p_program AND m.external_id = p_member_ref
+      LEFT JOIN member_balances b ON b.member_id = m.id
+      LEFT JOIN member_tiers t ON t.member_id = m.id
+      LEFT JOIN LATERAL ledger.tier_metrics(ARRAY[m.id], p_window_start, p_occurred_at, p_bonuses) x
+             ON p_window_start IS NOT NULL AND m.id IS NOT NULL
+$$;
+
+-- The member of a purchase or event: p_member_pk (locked, its facts version checked) or, NULL, enrolled now.
+-- Answers the member's id, or NULL with the refusal/'stale' status in `status`.
+CREATE FUNCTION ledger.earning_member(p_program uuid, p_member_ref text, p_member_pk bigint,
+                                      p_facts_version bigint, p_enrol boolean,
+                                      OUT member_pk bigint, OUT status ledger.status)
+LANGUAGE plpgsql AS $$
+DECLARE
+    b member_balances;
+    v_member_status text;
+BEGIN
+    status := 'ok';
+    IF p_member_pk IS NULL THEN
+        IF NOT p_enrol THEN
+            status := 'member_not_found';
+            RETURN;
+        END IF;
+        INSERT INTO members (program_id, external_id) VALUES (p_program, p_member_ref)
+        ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id INTO member_pk;
+        IF member_pk IS NULL THEN
+            status := 'stale';  -- enrolled by a concurrent request meanwhile: read its facts again
+            RETURN;
+        END IF;
+        INSERT INTO member_balances (member_id, program_id) VALUES (member_pk, p_program);
+        RETURN;
+    END IF;
+    b := ledger.lock_member(p_member_pk);
+    IF b.facts_version <> p_facts_version THEN
+        status := 'stale';
+        RETURN;
+    END IF;
+    SELECT m.status INTO v_member_status FROM members m WHERE m.id = p_member_pk;
+    status := ledger.status_allows(v_member_status, 'earn');
+    IF status = 'ok' THEN
+        member_pk := p_member_pk;
+    END IF;
+END $$;
+
+-- A qualifying activity under the activity expiry policy pushes the member's activity date out. Points already
+-- due are expired first, so an activity never revives points that had lapsed.
+CREATE FUNCTION ledger.note_activity(p_member_pk bigint, p_activity_expires_at timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_activity_expires_at IS NULL THEN
+        RETURN;
+    END IF;
+    IF ledger.has_due(p_member_pk, now()) THEN
+        PERFORM ledger.expire_member(p_member_pk, now());
+    END IF;
+    UPDATE member_balances
+       SET activity_expires_at = greatest(coalesce(activity_expires_at, p_activity_expires_at), p_activity_expires_at)
+     WHERE member_id = p_member_pk;
+END $$;
+
+-- A purchase as the API shows it.
+CREATE FUNCTION ledger.purchase_json(p_purchase_pk bigint) RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'order_id', p.order_id, 'member_id', m.external_id, 'occurred_at', ledger.ts(p.occurred_at),
+        'points', p.points,
+        'status', CASE WHEN p.points = 0 THEN 'none' WHEN l.pending AND l.available_at > now() THEN 'pending'
+                       ELSE 'available' END,
+        'clawed_back_points', p.clawed_back_points, 'rule_version', coalesce(v.version, 0),
+        'entry_id', ledger.public_id('ent', p.entry_id),
+        'lot', CASE WHEN l.id IS NOT NULL THEN json_build_object(
+                   'id', ledger.public_id('lot', l.id), 'points', l.points, 'available_at', ledger.ts(l.available_at),
+                   'expires_at', ledger.ts(l.expires_at)) END,
+        'award', p.award,
+        'returns', (SELECT coalesce(json_agg(json_build_object(
+                           'return_id', r.return_id, 'points', r.points, 'shortfall', r.shortfall,
+                           'created_at', ledger.ts(r.created_at)) ORDER BY r.id), '[]'::json)
+                      FROM purchase_returns r WHERE r.purchase_id = p.id))
+    FROM purchases p
+    JOIN members m ON m.id = p.member_id
+    LEFT JOIN earn_rule_versions v ON v.id = p.rule_version_id
+    LEFT JOIN lots l ON l.id = p.lot_id
+    WHERE p.id = p_purchase_pk
+$$;
+
+CREATE FUNCTION ledger.purchase_read(p_program uuid, p_order_id text) RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT j FROM purchases p CROSS JOIN LATERAL ledger.purchase_json(p.id) j
+     WHERE p.program_id = p_program AND p.order_id = p_order_id
+$$;
+
+-- Post a purchase evaluated by the service: an 'earn' entry from `issued` to the member's pending (return window,
+-- until p_available_at) or available account, its lot, the purchase with its award, the tier change the service
+-- decided (p_tier, NULL: none), and the answer. The order id is a natural key: posted before with the same
+-- content, the answer is the original purchase (200, "replayed": true); with other content order_already_posted.
+CREATE FUNCTION ledger.purchase(
+    p_program uuid, p_key text, p_fingerprint bytea, p_member_ref text, p_member_pk bigint, p_facts_version bigint,
+    p_enrol boolean, p_order_id text, p_occurred_at timestamptz, p_content_hash bytea, p_purchase json,
+    p_rule_version_id bigint, p_award json, p_points bigint, p_qualifying_points bigint, p_eligible_amount numeric,
+    p_available_at timestamptz, p_expires_at timestamptz, p_expires_on_inactivity boolean,
+    p_activity_expires_at timestamptz, p_tier text, p_tier_valid_until timestamptz, p_tier_reason text,
+    p_tier_from text, p_manual_tier text, p_manual_until timestamptz, p_tier_config_version integer)
+RETURNS ledger.answer LANGUAGE plpgsql AS $$
+DECLARE
+    a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
+    x purchases%ROWTYPE;
+    mb record;
+    v_pending boolean;
+    v_purchase bigint;
+    v_lot bigint;
+    v_entry bigint;
+    e record;
+BEGIN
+    IF a.status IS NOT NULL THEN
+        RETURN a;
+    END IF;
+    SELECT * INTO x FROM purchases p WHERE p.program_id = p_program AND p.order_id = p_order_id;
+    IF FOUND THEN
+        IF x.content_hash <> p_content_hash THEN
+            RETURN ledger.refusal('order_already_posted');
+        END IF;
+        RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, json_build_object(
+            'purchase', (SELECT j FROM ledger.purchase_json(x.id) j),
+            'balance', (SELECT j FROM ledger.balance_json(x.member_id) j), 'replayed', true), true);
+    END IF;
+    mb := ledger.earning_member(p_program, p_member_ref, p_member_pk, p_facts_version, p_enrol);
+    IF mb.status <> 'ok' THEN
+        RETURN ledger.refusal(mb.status);
+    END IF;
+    PERFORM ledger.note_activity(mb.member_pk, p_activity_expires_at);
+    IF p_points > 0 THEN
+        v_pending := p_available_at > now();
+        e := ledger.post(p_program, mb.member_pk, 'earn', p_occurred_at,
+                         ARRAY['issued', CASE WHEN v_pending THEN 'pending' ELSE 'available' END],
+                         ARRAY[-p_points, p_points], p_order_id, 'purchase',
+                         jsonb_build_object('order_id', p_order_id));
+        v_entry := e.entry_pk;
+        v_lot := ledger.credit_lot(p_program, mb.member_pk, e.entry_pk, p_points, e.available_before, p_available_at,
+                                   p_expires_at, v_pending, p_expires_on_inactivity);
+    END IF;
+    INSERT INTO purchases (program_id, member_id, order_id, occurred_at, content_hash, purchase, rule_version_id,
+                           award, points, qualifying_points, eligible_amount, entry_id, lot_id)
+    VALUES (p_program, mb.member_pk, p_order_id, p_occurred_at, p_content_hash, p_purchase, p_rule_version_id,
+            p_award, p_points, p_qualifying_points, p_eligible_amount, v_entry, v_lot)
+    RETURNING id INTO v_purchase;
+    IF p_tier IS NOT NULL THEN
+        PERFORM ledger.save_tier(p_program, mb.member_pk, p_tier, p_tier_valid_until, p_manual_tier, p_manual_until,
+                                 p_occurred_at, NULL, p_tier_from, p_tier_reason, 'purchase', p_order_id,
+                                 p_tier_config_version);
+    ELSE
+        UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = mb.member_pk;
+    END IF;
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
+        'purchase', (SELECT j FROM ledger.purchase_json(v_purchase) j),
+        'balance', (SELECT j FROM ledger.balance_json(mb.member_pk) j), 'replayed', false));
+END $$;
+
+-- What a return's clawback computation needs: the purchase (as posted, with its award), its earlier returns,
+-- and the return already posted with this return id (its content hash).
+CREATE TYPE ledger.return_context AS (
+    purchase_pk bigint,
+    member_pk bigint,
+    facts_version bigint,
+    purchase json,
+    award json,
+    earlier_requests json,  -- the requests of the purchase's earlier returns, oldest first
+    existing_hash bytea
+);
+
+CREATE FUNCTION ledger.return_context(p_program uuid, p_order_id text, p_return_id text)
+RETURNS SETOF ledger.return_context LANGUAGE sql STABLE AS $$
+    SELECT p.id, p.member_id, b.facts_version, p.purchase, p.award,
+           (SELECT coalesce(json_agg(r.request ORDER BY r.id), '[]'::json) FROM purchase_returns r
+             WHERE r.purchase_id = p.id),
+           (SELECT r.content_hash FROM purchase_returns r WHERE r.purchase_id = p.id AND r.return_id = p_return_id)
+      FROM purchases p JOIN member_balances b ON b.member_id = p.member_id
+     WHERE p.program_id = p_program AND p.order_id = p_order_id
+$$;
+
+CREATE FUNCTION ledger.return_json(p_return_pk bigint, p_replayed boolean) RETURNS SETOF json
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'order_id', p.order_id, 'return_id', r.return_id, 'points', r.points, 'shortfall', r.shortfall,
+        'clawback', r.result, 'balance', (SELECT j FROM ledger.balance_json(p.member_id) j), 'replayed', p_replayed)
+    FROM purchase_returns r JOIN purchases p ON p.id = r.purchase_id
+    WHERE r.id = p_return_pk
+$$;
+
+-- Claw back p_points of a purchase's award (the service computed them from the award and the returned lines):
+-- first from the purchase's own lot while it is pending, else from its own lot's spendable remainder, then from
+-- other available points soonest-expiring first. What is left is taken anyway, leaving `available` negative
+-- (p_policy 'allow'; later credits repay it first), or recorded as a shortfall and not taken ('clamp').
+-- The same return id again: with the same content the original answer (200, "replayed"), else
+-- return_already_posted.
+CREATE FUNCTION ledger.purchase_return(
+    p_program uuid, p_key text, p_fingerprint bytea, p_order_id text, p_return_id text, p_facts_version bigint,
+    p_content_hash bytea, p_request json, p_result json, p_points bigint, p_policy text, p_line_points bigint)
+RETURNS ledger.answer LANGUAGE plpgsql AS $$
+DECLARE
+    a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
+    p purchases%ROWTYPE;
+    l lots%ROWTYPE;
+    b member_balances;
+    x purchase_returns%ROWTYPE;
+    v_from_pending bigint := 0;   -- taken from the purchase's own pending lot
+    v_from_lots bigint;           -- taken from spendable lots: the purchase's own lot first
+    v_negative bigint := 0;       -- taken anyway, leaving available below zero ('allow')
+    v_shortfall bigint := 0;      -- not taken ('clamp')
+    v_rest bigint;
+    v_return bigint;
+    v_entry bigint;
+    e record;
+BEGIN
+    IF a.status IS NOT NULL THEN
+        RETURN a;
+    END IF;
+    SELECT * INTO p FROM purchases WHERE program_id = p_program AND order_id = p_order_id;
+    IF NOT FOUND THEN
+        RETURN ledger.refusal('purchase_not_found');
+    END IF;
+    b := ledger.lock_member(p.member_id);
+    SELECT * INTO x FROM purchase_returns WHERE purchase_id = p.id AND return_id = p_return_id;
+    IF FOUND THEN
+        IF x.content_hash <> p_content_hash THEN
+            RETURN ledger.refusal('return_already_posted');
+        END IF;
+        RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, (SELECT j FROM ledger.return_json(x.id, true) j),
+                              true);
+    END IF;
+    IF b.facts_version <> p_facts_version THEN
+        RETURN ledger.refusal('stale');
+    END IF;
+    SELECT * INTO p FROM purchases WHERE id = p.id FOR UPDATE;
+    SELECT * INTO l FROM lots WHERE id = p.lot_id;
+    IF FOUND AND l.pending THEN
+        v_from_pending := least(l.remaining, p_points);
+    END IF;
+    v_from_lots := least(p_points - v_from_pending, greatest(b.available, 0));
+    v_rest := p_points - v_from_pending - v_from_lots;
+    IF p_policy = 'clamp' THEN
+        v_shortfall := v_rest;
+    ELSE
+        v_negative := v_rest;
+    END IF;
+
+    IF v_from_pending + v_from_lots + v_negative > 0 THEN
+        e := ledger.post(p_program, p.member_id, 'clawback', now(), ARRAY['issued', 'pending', 'available'],
+                         ARRAY[v_from_pending + v_from_lots + v_negative, -v_from_pending, -(v_from_lots + v_negative)],
+                         p.order_id || '/' || p_return_id, 'return',
+                         jsonb_build_object('order_id', p.order_id, 'return_id', p_return_id, 'shortfall', v_shortfall),
+                         p_overdraw => true);
+        v_entry := e.entry_pk;
+        IF v_from_pending > 0 THEN
+            UPDATE lots SET remaining = remaining - v_from_pending WHERE id = l.id;
+            INSERT INTO lot_allocations (entry_id, lot_id, points) VALUES (e.entry_pk, l.id, v_from_pending);
+        END IF;
+        IF v_from_lots > 0 THEN
+            PERFORM ledger.consume_lots_exactly(p.member_id, e.entry_pk, v_from_lots, p.entry_id);
+        END IF;
+    END IF;
+    -- the tier metric counts line points only: what came back stops qualifying, bonuses aside
+    UPDATE purchases SET clawed_back_points = clawed_back_points + v_from_pending + v_from_lots + v_negative,
+                         qualifying_clawed_back = qualifying_clawed_back + p_line_points
+     WHERE id = p.id;
+    INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id)
+    VALUES (p.id, p_return_id, p_content_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry)
+    RETURNING id INTO v_return;
+    UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = p.member_id;
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, (SELECT j FROM ledger.return_json(v_return, false) j));
+END $$;
