@@ -142,7 +142,8 @@ async def _read_db(conn: asyncpg.Connection, program_id: str) -> dict[str, Any]:
             "WHERE program_id = $1::uuid AND metadata ? 'op'", p):
         tagged[r["op"]].append(r)
     keys = {r["key"]: r for r in await conn.fetch(
-        "SELECT key, status_code, response_body FROM idempotency_keys WHERE program_id = $1::uuid", p)}
+        "SELECT key, status_code, response_body::json AS response_body FROM idempotency_keys "
+        "WHERE program_id = $1::uuid", p)}
     purchases = {r["order_id"]: r for r in await conn.fetch(
         "SELECT order_id, ledger.public_id('ent', entry_id) AS entry_id, points, clawed_back_points FROM purchases "
         "WHERE program_id = $1::uuid", p)}

@@ -56,8 +56,11 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,r
 QUICK = {"max_examples": 3, "phases": "examples,fuzzing", "max_time": 12}
 FULL = {"max_examples": 100, "phases": "examples,coverage,fuzzing,stateful", "max_time": 900}
 # Refusals the README says are remembered under the Idempotency-Key (a retry gets the same answer).
+# Business refusals, remembered under the key. Ids are opaque strings, so an id that is not one of the program's
+# (a number, a negative one, another kind's) is not found: a refusal like any other 404 of a write.
 REMEMBERED = {"insufficient_points", "currency_mismatch", "invalid_redeem_amount", "hold_not_open",
-              "refund_exceeds_redemption", "capture_exceeds_hold", "member_not_found", "hold_not_found"}
+              "refund_exceeds_redemption", "capture_exceeds_hold", "member_not_found", "hold_not_found",
+              "redemption_not_found", "entry_not_found"}
 INT64 = 2**63
 _ZERO_AMOUNT = re.compile(r'"amount":\s*"?0*(\.0*)?"?\s*[,}]')
 _NUL_OR_SURROGATE = re.compile(r"\\u0000|\\ud[89a-f][0-9a-f]{2}|\x00", re.IGNORECASE)
@@ -130,9 +133,10 @@ def explicit_cases(hold_id: int, redemption_id: int) -> list[Bad]:
         add(Bad(f"capture points={points}", "POST", f"/v1/holds/{hold_id}/capture", {"points": points}))
     for quantity in (0, -1, INT64):
         add(Bad(f"purchase quantity={quantity}", "POST", "/v1/purchases", _line(quantity=quantity)))
-    add(Bad("entry id beyond int64", "GET", f"/v1/entries/{INT64}", key=False))
-    add(Bad("hold id beyond int64", "POST", f"/v1/holds/{2**64}/capture", {}))
-    add(Bad("redemption id negative", "POST", "/v1/redemptions/-1/refunds", {"points": 1}))
+    add(Bad("entry id a number beyond int64", "GET", f"/v1/entries/{INT64}", key=False))
+    add(Bad("hold id a number beyond int64", "POST", f"/v1/holds/{2**64}/capture", {}))
+    add(Bad("redemption id a negative number", "POST", "/v1/redemptions/-1/refunds", {"points": 1}))
+    add(Bad("hold id of another kind", "POST", "/v1/holds/rdm_0000000000000001/capture", {}))
     add(Bad("activity limit beyond int64", "GET", f"/v1/members/cust-1001/activity?limit={INT64}", key=False))
     # Money: too many decimals, NaN, infinities, exponents, negatives.
     for total in ("10.001", "10.0000001", "NaN", "-NaN", "sNaN", "Infinity", "-Infinity", "1e400", "-1.00",

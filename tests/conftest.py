@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 import warnings
@@ -19,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pydantic import TypeAdapter
 
 from app.config import Settings
 from app.db.urls import asyncpg_dsn, with_database
@@ -149,10 +151,52 @@ class Tenant:
         return r.json()  # type: ignore[no-any-return]
 
 
+def _documented_models() -> list[tuple[Any, set[str], dict[int, Any]]]:
+    """(path regex, methods, status -> response model) of every API route, from the routers themselves."""
+    from fastapi.routing import APIRoute
+
+    from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
+
+    out = []
+    for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):
+        for route in module.router.routes:
+            if not isinstance(route, APIRoute) or route.response_model is None:
+                continue
+            models = {route.status_code or 200: route.response_model}
+            for status, spec in (route.responses or {}).items():
+                if isinstance(spec, dict) and "model" in spec and int(status) < 300:
+                    models[int(status)] = spec["model"]
+            out.append((route.path_regex, set(route.methods or ()), models))
+    return out
+
+
+_MODELS: list[tuple[Any, set[str], dict[int, Any]]] = []
+
+
+async def conforms_to_the_document(response: httpx.Response) -> None:
+    """Every successful JSON answer, rendered by Postgres or by pydantic, is exactly what its documented response
+    model would render: the same fields, types and formats (a field too many, one missing, a date-time or a
+    Decimal written differently fails)."""
+    if not 200 <= response.status_code < 300 or response.headers.get("content-type") != "application/json":
+        return
+    if not _MODELS:
+        _MODELS.extend(_documented_models())
+    await response.aread()
+    path, method = response.request.url.path, response.request.method
+    for regex, methods, models in _MODELS:
+        if method in methods and regex.match(path) and response.status_code in models:
+            adapter = TypeAdapter(models[response.status_code])
+            body = json.loads(response.content)
+            rendered = json.loads(adapter.dump_json(adapter.validate_python(body)))
+            assert rendered == body, f"{method} {path}: the answer differs from its documented model"
+            return
+
+
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                 event_hooks={"response": [conforms_to_the_document]}) as c:
         yield c
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import pytest
+
 
 async def test_unknown_route_and_method_are_problems(client):
     r = await client.get("/v1/nothing-here")
@@ -89,3 +92,17 @@ async def test_oversized_chunked_body_is_413(tenant):
     r = await tenant.client.post("/v1/adjustments", content=chunks(),
                                  headers={**tenant.headers(idem="chunked"), "content-type": "application/json"})
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+async def test_the_conformance_check_of_every_answer_catches_a_drift():
+    """tests/conftest.py checks every successful answer against its documented model; prove it is not vacuous."""
+    from tests.conftest import conforms_to_the_document
+
+    request = httpx.Request("GET", "http://test/v1/members/m-1/balance")
+    good = {"member_id": "m-1", "available": 1, "pending": 0, "held": 0, "lifetime_earned": 1, "lifetime_redeemed": 0,
+            "next_expiry_at": "2027-01-01T00:00:00Z", "next_expiry_points": 1, "tier": None}
+    await conforms_to_the_document(httpx.Response(200, json=good, request=request))
+    for bad in ({**good, "extra": 1}, {**good, "next_expiry_at": "2027-01-01T00:00:00+00:00"},
+                {k: v for k, v in good.items() if k != "tier"}):
+        with pytest.raises(AssertionError):
+            await conforms_to_the_document(httpx.Response(200, json=bad, request=request))
