@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         default=0.0, description="Requests per second allowed per API key and process (0 = no limit)")
     rate_limit_burst: int = Field(default=100, description="Requests an API key may burst above the rate")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
+    group_commit: bool = Field(
+        default=True, description="Send the writes that reach a process at the same moment to Postgres together: "
+        "one round trip and one commit for all of them (app/ledger/batch.py).")
+    group_commit_window_ms: float = Field(
+        default=1.0, ge=0, le=50, description="How long the first write of a batch waits for others (0: no wait; "
+        "the writes that arrive while a batch runs go together when it ends).")
+    group_commit_max: int = Field(default=64, ge=2, le=1000, description="Most writes in one batch.")
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "

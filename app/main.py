@@ -19,6 +19,7 @@ from app.db.migrate import head_revision
 from app.db.pool import create_pool
 from app.db.urls import asyncpg_dsn
 from app.jobs.scheduler import Scheduler, default_jobs
+from app.ledger.batch import Batcher
 from app.ledger.writes import Writer
 from app.observability import RequestContextMiddleware
 from app.programs.versions import VersionCache
@@ -47,7 +48,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
         )
         app.state.head_revision = head_revision()
-        app.state.db = Db(app.state.pool, Writer(app.state.pool), app.state.versions)
+        batcher = None
+        if settings.group_commit:
+            batcher = Batcher(app.state.pool, settings.group_commit_window_ms / 1000, settings.group_commit_max)
+        app.state.db = Db(app.state.pool, Writer(app.state.pool, batcher), app.state.versions)
         invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache)
         invalidation.start()
         scheduler = None
