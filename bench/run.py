@@ -101,6 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=ROOT / ".data" / "bench-pg",
                    help="embedded Postgres data directory (default .data/bench-pg; never the dev database)")
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
+    p.add_argument("--no-group-commit-compare", action="store_true",
+                   help="skip the second pass of the write workloads with group commit off")
     args = p.parse_args(argv)
     q = args.quick
     args.members = args.members or (1000 if q else 100_000)
@@ -109,6 +111,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.no_wrk = args.no_wrk or q  # the wrk cross-check is a calibration: full runs only
     args.expired_holds = args.expired_holds if args.expired_holds is not None else (200 if q else 5_000)
     return args
+
+
+# The write workloads measured a second time with group commit off (result names suffixed NO_GC).
+GROUP_COMMIT_COMPARED = ("redeem", "purchase", "hot_member", "hold_capture")
+NO_GC = "_no_group_commit"
 
 
 # --- facts about the machine and the software ---------------------------------------------------------
@@ -329,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                    "Direct SQL: service's redeem stmts", "wrk_raw_ping": "Trivial endpoint (wrk)",
                    "wrk_raw_get": "Raw one-row GET (wrk, uniform)", "wrk_raw_txn": "Raw INSERT+UPDATE (wrk, uniform)",
                    "mix_open_loop": f"Mix open loop @{int(OPEN_LOOP_SHARE * 100)}% (CO-corrected)"})
+    titles.update({f"{name}{NO_GC}": f"{titles[name]}, group commit off" for name in GROUP_COMMIT_COMPARED})
 
     def want(name: str) -> bool:
         return selected is None or name in selected
@@ -501,6 +509,23 @@ def main(argv: list[str] | None = None) -> int:
                     if not paths:
                         doc["profile"][name]["note"] = "py-spy not installed or could not attach"
         cpu.set("server", None)
+
+        # 2b. The write workloads again, with group commit off (PL_GROUP_COMMIT=false): both figures, same run.
+        compared = [n for n in GROUP_COMMIT_COMPARED if want(n) and n in results and not results[n].get("skipped")]
+        if compared and not args.no_group_commit_compare:
+            off = Server("service-no-group-commit", svc_argv, dict(svc_env, PL_GROUP_COMMIT="false"), log_dir,
+                         svc_port)
+            with running(off, "/readyz"):
+                cpu.set("server", off.proc.pid)
+                for name in compared:
+                    wl = BY_NAME[name]
+                    ops, _ = resolve_ops(wl, unavailable)
+                    log(f"{name}{NO_GC} ...")
+                    r = run_client("bench.loadgen", client_spec(args, wl, ops, port, key, run_id + NO_GC), cpu,
+                                   timeout=timeout)
+                    r["ops_run"] = ops
+                    record(f"{name}{NO_GC}", r)
+            cpu.set("server", None)
 
         # 3. Batch jobs.
         commands = cli_commands()
