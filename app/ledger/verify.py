@@ -11,8 +11,9 @@ Checks (each set-based, one statement):
   (open: all its points; captured: the captured points; voided/expired: none);
 * every redemption's refunded points equal the sum of its refunds and never exceed it;
 * every member's daily purchase totals (the tier metric's source) equal the sums of its purchases;
-* every entry, lot, hold, redemption, purchase and balance row belongs to its member's program (these tables
-  have no foreign key to ``programs``: migration 0009).
+* every entry, lot, hold, redemption, purchase, member event and balance row belongs to its member's program, and
+  every posting and lot allocation to an entry (and a lot) of its program and member: these rows have no foreign
+  keys (migrations 0009 and 0011), so these checks prove the references instead.
 """
 
 from __future__ import annotations
@@ -35,9 +36,19 @@ CHECKS: dict[str, str] = {
         WHERE ($1::uuid IS NULL OR e.program_id = $1)
         GROUP BY e.id HAVING count(p.id) < 2 OR coalesce(sum(p.points), 0) <> 0
     """,
+    # Postings have no foreign key to their entry (migration 0011): each must have one, of its program and member.
     "posting_program_mismatch": """
-        SELECT p.id AS posting_id, p.entry_id FROM postings p JOIN entries e ON e.id = p.entry_id
-        WHERE ($1::uuid IS NULL OR e.program_id = $1) AND p.program_id <> e.program_id
+        SELECT p.id AS posting_id, p.entry_id, e.id IS NULL AS orphan FROM postings p
+        LEFT JOIN entries e ON e.id = p.entry_id
+        WHERE ($1::uuid IS NULL OR p.program_id = $1)
+          AND (e.id IS NULL OR p.program_id <> e.program_id OR p.member_id IS DISTINCT FROM e.member_id)
+    """,
+    # Allocations have no foreign key to their entry or lot (migration 0011).
+    "orphan_allocation": """
+        SELECT a.id AS allocation_id, a.entry_id, a.lot_id FROM lot_allocations a
+        LEFT JOIN lots l ON l.id = a.lot_id LEFT JOIN entries e ON e.id = a.entry_id
+        WHERE ($1::uuid IS NULL OR l.program_id = $1 OR e.program_id = $1 OR l.id IS NULL OR e.id IS NULL)
+          AND (l.id IS NULL OR e.id IS NULL OR l.program_id <> e.program_id)
     """,
     "program_unbalanced": """
         SELECT program_id, sum(points) AS sum FROM postings
@@ -125,6 +136,7 @@ CHECKS: dict[str, str] = {
               UNION ALL SELECT 'hold', id, program_id, member_id FROM holds
               UNION ALL SELECT 'redemption', id, program_id, member_id FROM redemptions
               UNION ALL SELECT 'purchase', id, program_id, member_id FROM purchases
+              UNION ALL SELECT 'member_event', id, program_id, member_id FROM member_events
               UNION ALL SELECT 'member_balance', member_id, program_id, member_id FROM member_balances) x
         LEFT JOIN members m ON m.id = x.member_id
         WHERE ($1::uuid IS NULL OR x.program_id = $1 OR m.program_id = $1)
@@ -139,7 +151,7 @@ CHECKS: dict[str, str] = {
                    sum(p.eligible_amount) AS spend, count(*) AS purchases
             FROM purchases p WHERE ($1::uuid IS NULL OR p.program_id = $1) GROUP BY 1, 2
         ), stored AS (
-            SELECT d.* FROM member_purchase_days d JOIN members m ON m.id = d.member_id
+            SELECT d.* FROM member_purchase_days d LEFT JOIN members m ON m.id = d.member_id
             WHERE ($1::uuid IS NULL OR m.program_id = $1)
         )
         SELECT coalesce(a.member_id, s.member_id) AS member_id, coalesce(a.day, s.day) AS day,
