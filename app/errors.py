@@ -41,6 +41,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "order_already_posted": (409, "This order_id was already posted with different content"),
     "return_already_posted": (409, "This return_id was already posted with different content"),
     "member_busy": (409, "The member is busy with other requests; retry"),
+    "last_admin_key": (409, "This is the program's last active admin key; create another admin key first"),
     "payload_too_large": (413, "Request body too large"),
     "rate_limited": (429, "Too many requests for this API key; retry after the given seconds"),
     "unsupported_media_type": (415, "Request body must be application/json"),

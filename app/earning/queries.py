@@ -56,7 +56,14 @@ FROM member_events e JOIN members m ON m.id = e.member_id
 WHERE e.program_id = $1 AND e.event_id = $2
 """
 
+# $2: one program's members only, or NULL for every program.
 DUE_PENDING_MEMBERS = """
-SELECT DISTINCT member_id FROM lots WHERE pending AND available_at <= now() LIMIT $1
+SELECT DISTINCT member_id FROM lots WHERE pending AND available_at <= now() AND ($2::uuid IS NULL OR program_id = $2)
+LIMIT $1
+"""
+# The points ACTIVATE would make available now (`release-pending --dry-run`).
+DUE_PENDING_POINTS = """
+SELECT coalesce(sum(remaining), 0)::bigint FROM lots
+WHERE pending AND available_at <= now() AND ($1::uuid IS NULL OR program_id = $1)
 """
 ACTIVATE = "SELECT ledger_activate_due($1, now())"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -318,17 +320,24 @@ async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) 
 # --- pending points --------------------------------------------------------------------------------------
 
 
-async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500) -> int:
+async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500, program_id: UUID | None = None,
+                               dry_run: bool = False, progress: Callable[[int], None] | None = None) -> int:
     """Move every pending lot past its return window to available: one short transaction per member.
-    Idempotent: an activated lot is no longer pending, so a rerun (or a concurrent run) finds nothing."""
+    Idempotent: an activated lot is no longer pending, so a rerun (or a concurrent run) finds nothing.
+    ``program_id``: that program's members only; ``dry_run``: the points that would be activated, changing
+    nothing; ``progress``: called with the points activated so far after each member."""
+    if dry_run:  # issue-18
+        return int(await pool.fetchval(q.DUE_PENDING_POINTS, program_id))
     activated = 0
     for _ in range(10_000):
-        members = await pool.fetch(q.DUE_PENDING_MEMBERS, batch)
+        members = await pool.fetch(q.DUE_PENDING_MEMBERS, batch, program_id)
         if not members:
             break
         for m in members:
             async with pool.acquire() as conn, conn.transaction():
                 activated += await conn.fetchval(q.ACTIVATE, m["member_id"]) or 0
+            if progress:
+                progress(activated)
         if len(members) < batch:
             break
     return activated

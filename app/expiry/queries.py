@@ -1,6 +1,16 @@
 """All SQL of expiration: policy versions, the sweep, expiring-soon lists."""
 
-EXPIRE_BATCH = "SELECT * FROM ledger_expire_batch($1, $2, $3)"
+# $4: one program's members only, or NULL for every program.
+EXPIRE_BATCH = "SELECT * FROM ledger_expire_batch($1, $2, $3, $4)"
+# What the sweep as of $1 would expire (the due lots of ledger_expire_batch), for `expire --dry-run`.
+DUE_COUNTS = """
+SELECT count(DISTINCT l.member_id)::integer AS members, count(*)::integer AS lots,
+       coalesce(sum(l.remaining), 0)::bigint AS points
+FROM lots l JOIN member_balances b ON b.member_id = l.member_id
+WHERE l.remaining > 0 AND NOT l.pending AND ($2::uuid IS NULL OR l.program_id = $2)
+  AND ((NOT l.expires_on_inactivity AND l.expires_at <= $1)
+       OR (l.expires_on_inactivity AND b.activity_expires_at <= $1 AND b.available > 0))
+"""
 EXPIRING = """
 WITH m AS (
     SELECT m.id, b.activity_expires_at FROM members m JOIN member_balances b ON b.member_id = m.id

@@ -116,18 +116,24 @@ class SweepResult:
 
 
 async def expire_due(pool: asyncpg.Pool, as_of: datetime | None = None, batch: int = 500,
-                     progress: Callable[[SweepResult], None] | None = None) -> SweepResult:
+                     progress: Callable[[SweepResult], None] | None = None, program_id: UUID | None = None,
+                     dry_run: bool = False) -> SweepResult:
     """Expire every lot due by ``as_of`` (default now): one transaction per batch of members, walking
     member ids upwards, so a crash loses at most the batch in flight and a rerun (or a concurrent run)
-    finds nothing left to expire twice."""
+    finds nothing left to expire twice. ``program_id``: that program only. ``dry_run``: count what is due
+    (members, lots, points) and change nothing."""
     as_of = as_of or datetime.now(UTC)
     result = SweepResult()
     started = time.perf_counter()
+    if dry_run:  # issue-18
+        row = await pool.fetchrow(q.DUE_COUNTS, as_of, program_id)
+        return SweepResult(members=row["members"], lots=row["lots"], points=row["points"],
+                           seconds=time.perf_counter() - started)
     after = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL statement_timeout = 0")
-            row = await conn.fetchrow(q.EXPIRE_BATCH, as_of, after, batch)
+            row = await conn.fetchrow(q.EXPIRE_BATCH, as_of, after, batch, program_id)
         if not row["members"]:
             break
         result.members += row["members"]

@@ -83,6 +83,16 @@ class Program(BaseModel):
     created_at: datetime
 
 
+class ProgramSummary(BaseModel):
+    id: UUID
+    name: str
+    currency: str
+    timezone: str
+    created_at: datetime
+    active_keys: int
+    active_admin_keys: int
+
+
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

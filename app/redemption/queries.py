@@ -14,4 +14,9 @@ SELECT status, entry_id, refund_id, available_points, expired_points FROM ledger
 GET_HOLD = "SELECT * FROM ledger_hold_view($1, $2)"
 GET_REDEMPTION = "SELECT * FROM ledger_redemption_view($1, $2)"
 
-RELEASE_EXPIRED = "SELECT ledger_release_expired_holds(now(), $1)"
+# $2: one program's holds only, or NULL for every program.
+RELEASE_EXPIRED = "SELECT ledger_release_expired_holds(now(), $1, $2)"
+# The holds RELEASE_EXPIRED would release (`release-holds --dry-run`).
+EXPIRED_HOLDS_COUNT = """
+SELECT count(*) FROM holds WHERE status = 'open' AND expires_at <= now() AND ($1::uuid IS NULL OR program_id = $1)
+"""

@@ -3,10 +3,11 @@ Callers own the transaction (except ``release_expired_holds``, a job that commit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -168,14 +169,20 @@ async def get_redemption(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, 
     return _redemption(p, dict(row))
 
 
-async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200) -> int:
+async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200, program_id: UUID | None = None,
+                                dry_run: bool = False, progress: Callable[[int], None] | None = None) -> int:
     """Release every open hold past its expiry, ``batch`` holds per transaction. Safe to run concurrently
-    and to rerun: a hold resolves at most once."""
+    and to rerun: a hold resolves at most once. ``program_id``: that program's holds only; ``dry_run``: count
+    them and change nothing; ``progress``: called with the holds released so far after each batch."""
+    if dry_run:  # issue-18
+        return int(await pool.fetchval(q.EXPIRED_HOLDS_COUNT, program_id))
     released = 0
     for _ in range(100_000):
         async with pool.acquire() as conn, conn.transaction():
-            done = await conn.fetchval(q.RELEASE_EXPIRED, batch)
+            done = await conn.fetchval(q.RELEASE_EXPIRED, batch, program_id)
         released += done
+        if progress:
+            progress(released)
         if done < batch:
             break
     return int(released)

@@ -313,7 +313,9 @@ END $$;
 
 -- The release job: up to p_limit expired open holds in one transaction, members locked in id order (so
 -- concurrent runs cannot deadlock); a hold resolves at most once, so reruns release nothing twice.
-CREATE FUNCTION ledger_release_expired_holds(p_now timestamptz, p_limit integer) RETURNS integer
+-- issue-18: p_program limits the release to one program's holds (NULL: every program).
+CREATE FUNCTION ledger_release_expired_holds(p_now timestamptz, p_limit integer, p_program uuid DEFAULT NULL)
+RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
@@ -322,6 +324,7 @@ DECLARE
 BEGIN
     FOR r IN
         SELECT id, program_id FROM holds WHERE status = 'open' AND expires_at <= p_now
+           AND (p_program IS NULL OR program_id = p_program)  -- issue-18
          ORDER BY member_id, id LIMIT p_limit
     LOOP
         SELECT * INTO x FROM ledger_release_hold(r.program_id, r.id, 'release', p_now);

@@ -312,7 +312,8 @@ END $$;
 -- entry per member for exactly the remaining points of its due lots (the same effect as
 -- ledger_expire_member, which serves the one-member lazy path). One call is one batch, committed by the
 -- caller; a rerun finds nothing left to expire.
-CREATE FUNCTION ledger_expire_batch(p_as_of timestamptz, p_after bigint, p_limit integer)
+-- issue-18: p_program limits the sweep to one program's members (NULL: every program).
+CREATE FUNCTION ledger_expire_batch(p_as_of timestamptz, p_after bigint, p_limit integer, p_program uuid DEFAULT NULL)
 RETURNS TABLE (members integer, lots integer, points bigint, last_member bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -323,11 +324,12 @@ BEGIN
         SELECT u.member_id FROM (
             (SELECT DISTINCT l.member_id FROM lots l
               WHERE l.remaining > 0 AND NOT l.pending AND l.expires_at IS NOT NULL AND l.expires_at <= p_as_of
-                AND l.member_id > p_after
+                AND l.member_id > p_after AND (p_program IS NULL OR l.program_id = p_program)  -- issue-18
               ORDER BY l.member_id LIMIT p_limit)
             UNION
             (SELECT b.member_id FROM member_balances b
               WHERE b.activity_expires_at <= p_as_of AND b.available > 0 AND b.member_id > p_after
+                AND (p_program IS NULL OR b.program_id = p_program)  -- issue-18
               ORDER BY b.member_id LIMIT p_limit)
         ) u ORDER BY u.member_id LIMIT p_limit
     ) c;
