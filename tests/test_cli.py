@@ -210,7 +210,7 @@ async def test_expire_dry_run_counts_and_program_limits_the_sweep(tenant, other_
     assert (await tenant.verify())["ok"] and (await other_tenant.verify())["ok"]
 
 
-async def test_release_holds_dry_run_and_program(tenant, other_tenant, database_url):
+async def test_release_holds_dry_run_and_program(tenant, other_tenant, database_url, db):
     for t in (tenant, other_tenant):
         await t.member("h")
         await t.adjust("h", 100)
@@ -220,21 +220,19 @@ async def test_release_holds_dry_run_and_program(tenant, other_tenant, database_
     await asyncio.sleep(1.2)
     dry = await _acli(database_url, "release-holds", "--program", str(tenant.program_id), "--dry-run")
     assert dry.returncode == 0 and dry.stdout.startswith("would release 1 expired holds"), dry.stdout + dry.stderr
-    assert await _held(tenant, "h") == 40
-    run = await _acli(database_url, "release-holds", "--program", str(tenant.program_id))
+    assert await _held(db, tenant, "h") == 40
+    run = await _acli(database_url, "release-holds", "--program", str(tenant.program_id), "--progress")
     assert run.stdout.startswith("released 1 expired holds"), run.stdout + run.stderr
-    assert await _held(tenant, "h") == 0
-    assert await _held(other_tenant, "h") == 40  # the other program's hold is still open (posted)
+    assert "release-holds" in run.stderr and "1/1" in run.stderr  # the progress bar
+    assert await _held(db, tenant, "h") == 0
+    assert await _held(db, other_tenant, "h") == 40  # the other program's hold is still open (posted)
 
 
-async def _held(t: Any, member: str) -> int:
-    return int(await t_db(t).fetchval(
+async def _held(db: Any, t: Any, member: str) -> int:
+    """The held points as posted (a read of the balance would already show an expired hold released)."""
+    return int(await db.fetchval(
         "SELECT b.held FROM member_balances b JOIN members m ON m.id = b.member_id "
         "WHERE m.program_id = $1 AND m.external_id = $2", t.program_id, member))
-
-
-def t_db(t: Any) -> Any:
-    return t.client._transport.app.state.pool  # the test app's pool (httpx ASGITransport)
 
 
 async def test_release_pending_dry_run_and_program(tenant, other_tenant, database_url, db):
@@ -252,8 +250,9 @@ async def test_release_pending_dry_run_and_program(tenant, other_tenant, databas
     assert dry.stdout.startswith("would activate 12 pending points"), dry.stdout + dry.stderr
     pending = "SELECT count(*) FROM lots WHERE program_id = $1 AND pending"
     assert await db.fetchval(pending, tenant.program_id) == 1
-    run = await _acli(database_url, "release-pending", "--program", str(tenant.program_id))
+    run = await _acli(database_url, "release-pending", "--program", str(tenant.program_id), "--progress")
     assert run.stdout.startswith("activated 12 pending points"), run.stdout + run.stderr
+    assert "release-pending" in run.stderr and "12/12" in run.stderr
     assert await db.fetchval(pending, tenant.program_id) == 0
     assert await db.fetchval(pending, other_tenant.program_id) == 1
     assert (await tenant.verify())["ok"]
