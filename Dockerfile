@@ -1,18 +1,27 @@
 # Multi-stage image: dependencies resolved from uv.lock in a build stage, a slim non-root runtime.
-# The container runs `points-ledger serve` against DATABASE_URL (set it; the embedded Postgres is for
-# development machines, not containers).
-FROM python:3.11-slim AS build
-RUN pip install --no-cache-dir uv
+# The container runs `points-ledger serve` against DATABASE_URL (required: Postgres 15 or newer). The embedded
+# Postgres of development machines is an optional extra (`embedded`) and is not installed here: without
+# DATABASE_URL the container exits at once with a message saying what to set.
+#
+#   docker build -t points-ledger .
+#   docker run -e DATABASE_URL=postgresql://user:password@db:5432/points_ledger -p 8000:8000 points-ledger
+#
+# Every replica migrates on start (PL_MIGRATE_ON_START=true) under a Postgres advisory lock: replicas starting
+# together migrate once, the others wait and find nothing to do.
+FROM python:3.11-slim-bookworm AS build
+ARG UV_VERSION=0.13.9
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /srv
-ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy
+ENV UV_PYTHON_DOWNLOADS=never UV_PYTHON=/usr/local/bin/python3 UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
 COPY pyproject.toml uv.lock README.md ./
+# no dev group and no extras: neither the test tools nor the embedded Postgres
 RUN uv sync --frozen --no-dev --no-install-project
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY app ./app
 RUN uv sync --frozen --no-dev
 
-FROM python:3.11-slim AS runtime
+FROM python:3.11-slim-bookworm AS runtime
 RUN useradd --system --uid 10001 --home-dir /srv --shell /usr/sbin/nologin ledger
 WORKDIR /srv
 COPY --from=build --chown=root:root /srv /srv

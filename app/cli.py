@@ -1,141 +1,281 @@
-"""points-ledger command line: serve, migrate, create-program, verify, openapi, release-holds,
-purge-idempotency-keys."""
+"""The ``points-ledger`` command line (typer; rich for help, errors and progress).
+
+One function per command. A command that needs the database gets it from ``_database`` (DATABASE_URL, or the
+embedded Postgres of the project's .data/pg wherever the command is run from), refuses a database that is not
+migrated with one line saying what to run, and turns the operator's mistakes (an unknown program, a bad
+currency, an unset DATABASE_URL) into one line of text and exit status 2, never a traceback. Long commands show
+a progress bar on stderr when it is a terminal (or with ``--progress``); their summary goes to stdout.
+
+Exit status: 0 done, 1 ``verify`` found discrepancies (or ``openapi --check`` found drift), 2 the command
+could not run as asked.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import signal
 import sys
-import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn, TypeVar
+from uuid import UUID
 
-from app.config import Settings, get_settings
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Column, Table
 
-ROOT = Path(__file__).resolve().parents[1]
+from app.config import PROJECT_ROOT, Settings, get_settings
+
+ROOT = PROJECT_ROOT
 OPENAPI_PATH = ROOT / "openapi" / "openapi.json"
+T = TypeVar("T")
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+cli = typer.Typer(
+    name="points-ledger", help="Loyalty points on an append-only, double-entry ledger in Postgres.",
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown",
+)
+programs_cli = typer.Typer(help="The programs (tenants) of the database.", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys of a program: create one to recover admin access, list, revoke.",
+                       no_args_is_help=True)
+cli.add_typer(programs_cli, name="programs")
+cli.add_typer(keys_cli, name="keys")
+
+# Options shared by several commands.
+ProgramOpt = Annotated[str | None, typer.Option("--program", help="Only this program (its id, a UUID).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Count what would change; change nothing.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress", help="Show progress even when stderr is not a terminal.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="ISO timestamp with a zone, e.g. 2027-01-01T00:00:00Z (default now). It really applies "
+    "what is due then.")]
+BatchOpt = Annotated[int, typer.Option("--batch", min=1, max=100_000, help="Members per transaction.")]
+
+
+# --- plumbing ------------------------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def validation_text(exc: Any) -> str:
+    """A pydantic ValidationError as one line per field, without pydantic's "For further information" links."""
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors(include_url=False)
+    )
 
 
 def _database_url(settings: Settings) -> str:
-    from app.db.bootstrap import resolve_database_url
+    from app.db.bootstrap import DatabaseNotConfigured, resolve_database_url
 
-    started = time.perf_counter()
-    url = resolve_database_url(settings)
-    if not settings.database_url:
-        print(f"embedded postgres ready in {time.perf_counter() - started:.2f}s ({settings.data_dir})",
-              file=sys.stderr)
-    return url
+    try:
+        with _status("starting the embedded Postgres" if not settings.database_url else "connecting"):
+            return resolve_database_url(settings)
+    except DatabaseNotConfigured as exc:
+        fail(str(exc))
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app import serve
+@contextmanager
+def _status(message: str) -> Iterator[None]:
+    if err.is_terminal:
+        with err.status(message):
+            yield
+    else:
+        yield
+
+
+async def _open_pool(url: str, max_size: int) -> Any:
+    from app.db.pool import create_pool
+
+    return await create_pool(url, min_size=1, max_size=max_size)
+
+
+async def _check_schema(pool: Any) -> str | None:
+    """None when the database is at the code's head revision, else what to tell the operator."""
+    from app.db.migrate import head_revision
+
+    current = None
+    if await pool.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+        current = await pool.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+    head = head_revision()
+    if current is None:
+        return "Database not migrated: run `points-ledger migrate`"
+    if current != head:
+        return f"Database at revision {current}, this version needs {head}: run `points-ledger migrate`"
+    return None
+
+
+def with_database(work: Callable[[Any], Awaitable[T]], *, max_size: int = 2) -> T:
+    """Run ``work(pool)`` against the migrated database; an operator's error becomes one line and exit 2."""
+    import asyncpg
+
+    url = _database_url(get_settings())
+
+    async def run() -> T:
+        pool = await _open_pool(url, max_size)
+        try:
+            problem = await _check_schema(pool)
+            if problem:
+                fail(problem)
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError,
+            asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError) as exc:
+        fail(f"cannot reach the database ({_redacted(url)}): {exc}")
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _program_id(value: str | None) -> UUID | None:
+    if value is None:
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        fail(f"--program must be a program id (a UUID; see `points-ledger programs list`), not {value!r}")
+
+
+async def _require_program(pool: Any, program: UUID | None) -> None:
+    if program is not None and not await pool.fetchval("SELECT 1 FROM programs WHERE id = $1", program):
+        fail(f"no program {program} (see `points-ledger programs list`)")
+
+
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--as-of must be an ISO timestamp with a zone (2027-01-01T00:00:00Z), not {value!r}")
+    if moment.tzinfo is None:
+        fail("--as-of needs a time zone, e.g. 2027-01-01T00:00:00Z")
+    return moment
+
+
+def _progress(show: bool) -> Progress:
+    """A progress bar on stderr; disabled (prints nothing) unless ``show``."""
+    return Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TaskProgressColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+        console=err, disable=not show, transient=False,
+    )
+
+
+def _show(progress: bool) -> bool:
+    return progress or err.is_terminal
+
+
+# --- serving and schema --------------------------------------------------------------------------------------
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default PL_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PL_PORT, 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default PL_WORKERS, 1).")] = None,
+    no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Do not migrate first.")] = False,
+) -> None:
+    """Run the HTTP service (migrates first, under the migration lock, unless --no-migrate)."""
+    from app import serve as server
     from app.db.migrate import upgrade
     from app.observability import configure_logging
 
+    settings = get_settings()
     configure_logging(settings.log_level)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
     # process before exit hooks run, and the embedded Postgres (stopped by such a hook) would be left
     # running. Turn it into a normal exit instead.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     url = _database_url(settings)
-    if settings.migrate_on_start and not args.no_migrate:
-        upgrade(url)
+    if settings.migrate_on_start and not no_migrate:
+        _upgrade(upgrade, url, "head")
     # Workers inherit the resolved URL, so only this process owns the embedded server.
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
     # Several workers: each on its own SO_REUSEPORT socket, so keep-alive connections spread over all of
     # them (app/serve.py says why uvicorn's shared socket does not).
-    serve.run(
-        "app.main:create_app", factory=True, host=args.host or settings.host, port=args.port or settings.port,
-        workers=args.workers or settings.workers, json_log_level=settings.log_level, log_config=None,
+    server.run(
+        "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
+        workers=workers or settings.workers, json_log_level=settings.log_level, log_config=None,
         access_log=False, timeout_graceful_shutdown=20, proxy_headers=False,
     )
-    return 0
 
 
-def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+def _upgrade(upgrade: Callable[[str, str], str | None], url: str, revision: str) -> str | None:
+    import sqlalchemy.exc
+
+    from app.db.migrate import UnsupportedPostgres
+
+    try:
+        with _status("migrating"):
+            return upgrade(url, revision)
+    except UnsupportedPostgres as exc:
+        fail(str(exc))
+    except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        fail(f"cannot reach the database ({_redacted(url)}): {exc}")
+
+
+@cli.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Upgrade the database schema. Replicas may all run it at once: one migrates, the others wait and find
+    nothing to do (a Postgres advisory lock)."""
     from app.db.migrate import upgrade
 
-    upgrade(_database_url(settings), args.revision)
-    print(f"migrated to {args.revision}")
-    return 0
+    url = _database_url(get_settings())
+    before = _upgrade(upgrade, url, revision)
+    from app.db.migrate import head_revision
 
-
-def cmd_create_program(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
-    from app.programs.schemas import ProgramCreate
-
-    try:
-        data = ProgramCreate(name=args.name, currency=args.currency, timezone=args.timezone)
-    except ValidationError as exc:
-        print(f"invalid program: {exc}", file=sys.stderr)
-        return 2
-    url = _database_url(settings)
-
-    async def run() -> dict[str, Any]:
-        from app.db.pool import create_pool
-        from app.programs.service import create_program
-
-        pool = await create_pool(url, min_size=1, max_size=1)
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                program, key = await create_program(conn, data)
-        finally:
-            await pool.close()
-        return {"program": program.model_dump(mode="json"), "api_key": key.model_dump(mode="json")}
-
-    out = asyncio.run(run())
-    if args.json:
-        print(json.dumps(out, indent=2))
+    target = head_revision() if revision == "head" else revision
+    if before == target:
+        out.print(f"already at {target}: nothing to migrate")
     else:
-        print(f"program id:    {out['program']['id']}")
-        print(f"admin API key: {out['api_key']['key']}")
-        print("(the key is shown once; store it now)")
-    return 0
+        out.print(f"migrated from {before or 'an empty database'} to {target}")
 
 
-def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from uuid import UUID
-
-    try:
-        program = UUID(args.program) if args.program else None
-    except ValueError:
-        print(f"--program must be a program id (a UUID), not {args.program!r}", file=sys.stderr)
-        return 2
-    url = _database_url(settings)
-
-    async def run() -> Any:
-        from app.db.pool import create_pool
-        from app.ledger.verify import verify
-
-        pool = await create_pool(url, min_size=1, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                if program and not await conn.fetchval("SELECT 1 FROM programs WHERE id = $1", program):
-                    return None
-                return await verify(conn, program)
-        finally:
-            await pool.close()
-
-    started = time.perf_counter()
-    report = asyncio.run(run())
-    if report is None:
-        print(f"no program {program}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - started
-    if args.json:
-        print(report.model_dump_json(indent=2))
-    else:
-        counts = ", ".join(f"{v} {k}" for k, v in report.checked.items())
-        print(f"verify: checked {counts} in {elapsed:.2f}s")
-        for d in report.discrepancies:
-            print(f"  DISCREPANCY {d.check}: {json.dumps(d.detail, default=str)}")
-        print("verify: OK" if report.ok else f"verify: {len(report.discrepancies)} discrepancies")
-    return 0 if report.ok else 1
+@cli.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write it.")] = OPENAPI_PATH,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file differs from the app.")] = False,
+) -> None:
+    """Write the OpenAPI document (openapi/openapi.json): the contract clients are generated from."""
+    doc = openapi_document()
+    if check:
+        if not output.exists() or output.read_text() != doc:
+            fail(f"{output} is out of date: run `points-ledger openapi`", 1)
+        out.print(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(doc)
+    out.print(f"wrote {output}")
 
 
 def openapi_document() -> str:
@@ -145,201 +285,312 @@ def openapi_document() -> str:
                       sort_keys=True) + "\n"
 
 
-def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
-    doc = openapi_document()
-    path = Path(args.output)
-    if args.check:
-        if not path.exists() or path.read_text() != doc:
-            print(f"{path} is out of date: run `points-ledger openapi`", file=sys.stderr)
-            return 1
-        print(f"{path} is up to date")
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
-    print(f"wrote {path}")
-    return 0
+# --- programs and keys ---------------------------------------------------------------------------------------
 
 
-def cmd_release_holds(args: argparse.Namespace, settings: Settings) -> int:
-    url = _database_url(settings)
+@cli.command("create-program")
+def create_program(
+    name: Annotated[str, typer.Option(help="Display name.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, any case (eur is EUR).")],
+    timezone: Annotated[str, typer.Option(help="IANA zone, e.g. Europe/Berlin.")] = "UTC",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a program and print its first admin API key (shown once)."""
+    from pydantic import ValidationError
 
-    async def run() -> int:
-        from app.db.pool import create_pool
-        from app.redemption.service import release_expired_holds
+    from app.programs.schemas import ProgramCreate
 
-        pool = await create_pool(url, min_size=1, max_size=2)
-        try:
-            return await release_expired_holds(pool)
-        finally:
-            await pool.close()
-
-    print(f"released {asyncio.run(run())} expired holds")
-    return 0
-
-
-def cmd_release_pending(args: argparse.Namespace, settings: Settings) -> int:
-    url = _database_url(settings)
-
-    async def run() -> int:
-        from app.db.pool import create_pool
-        from app.earning.service import activate_due_pending
-
-        pool = await create_pool(url, min_size=1, max_size=2)
-        try:
-            return await activate_due_pending(pool)
-        finally:
-            await pool.close()
-
-    print(f"activated {asyncio.run(run())} pending points whose return window has passed")
-    return 0
-
-
-def _as_of(value: str | None) -> Any:
-    from datetime import datetime
-
-    if value is None:
-        return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        data = ProgramCreate(name=name, currency=currency, timezone=timezone)
+    except ValidationError as exc:
+        fail(f"invalid program: {validation_text(exc)}")
+
+    async def run(pool: Any) -> dict[str, Any]:
+        from app.programs.service import create_program
+
+        async with pool.acquire() as conn, conn.transaction():
+            program, key = await create_program(conn, data)
+        return {"program": program.model_dump(mode="json"), "api_key": key.model_dump(mode="json")}
+
+    result = with_database(run, max_size=1)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        out.print(f"program id:    {result['program']['id']}")
+        out.print(f"admin API key: {result['api_key']['key']}")
+        out.print("(the key is shown once; store it now)")
+
+
+@programs_cli.command("list")
+def programs_list(as_json: JsonOpt = False) -> None:
+    """Every program: id, name, currency, time zone and its active keys."""
+
+    async def run(pool: Any) -> list[Any]:
+        from app.programs.service import list_programs
+
+        async with pool.acquire() as conn:
+            return await list_programs(conn)
+
+    programs = with_database(run, max_size=1)
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in programs], indent=2))
+        return
+    table = Table(Column("id", no_wrap=True, min_width=36), "name", "currency", "timezone", "created",
+                  "active keys (admin)")
+    for p in programs:
+        table.add_row(str(p.id), p.name, p.currency, p.timezone, p.created_at.strftime("%Y-%m-%d %H:%M"),
+                      f"{p.active_keys} ({p.active_admin_keys})")
+    out.print(table if programs else "no programs yet: `points-ledger create-program --name ... --currency ...`")
+
+
+def _scopes(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+@keys_cli.command("create")
+def keys_create(
+    program: Annotated[str, typer.Option(help="The program's id (see `points-ledger programs list`).")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: earn, redeem, read, admin (admin implies all).")],
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "created by points-ledger keys",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key for an existing program (an operator who lost the admin key gets a new one here)."""
+    from pydantic import ValidationError
+
+    from app.programs.schemas import ApiKeyCreate
+
+    program_id = _program_id(program)
+    try:
+        data = ApiKeyCreate(name=name, scopes=_scopes(scopes))
+    except ValidationError as exc:
+        fail(f"invalid key: {validation_text(exc)}")
+
+    async def run(pool: Any) -> Any:
+        from app.programs.service import create_api_key
+
+        await _require_program(pool, program_id)
+        assert program_id is not None
+        async with pool.acquire() as conn, conn.transaction():
+            return await create_api_key(conn, program_id, data)
+
+    key = with_database(run, max_size=1)
+    if as_json:
+        print(key.model_dump_json(indent=2))
+    else:
+        out.print(f"API key ({', '.join(key.scopes)}): {key.key}")
+        out.print(f"key id: {key.id} (the key is shown once; store it now)")
+
+
+@keys_cli.command("list")
+def keys_list(
+    program: Annotated[str, typer.Option(help="The program's id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The program's keys (never their secrets)."""
+    program_id = _program_id(program)
+
+    async def run(pool: Any) -> list[Any]:
+        from app.programs.service import list_api_keys
+
+        await _require_program(pool, program_id)
+        async with pool.acquire() as conn:
+            return await list_api_keys(conn, program_id)  # type: ignore[arg-type]
+
+    keys = with_database(run, max_size=1)
+    if as_json:
+        print(json.dumps([k.model_dump(mode="json") for k in keys], indent=2))
+        return
+    table = Table(Column("id", no_wrap=True, min_width=36), "name", "prefix", "scopes", "created", "revoked")
+    for k in keys:
+        table.add_row(str(k.id), k.name, k.prefix, ",".join(k.scopes), k.created_at.strftime("%Y-%m-%d %H:%M"),
+                      k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
+    out.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    program: Annotated[str, typer.Option(help="The program's id.")],
+    key_id: Annotated[str, typer.Option("--key-id", help="The key's id (see `points-ledger keys list`).")],
+) -> None:
+    """Revoke a key at once in every process. The program's last admin key is refused (last_admin_key)."""
+    from app.api.auth import NOTIFY
+    from app.errors import DomainError
+
+    program_id = _program_id(program)
+    try:
+        key_uuid = UUID(key_id)
     except ValueError:
-        raise SystemExit(f"--as-of must be an ISO timestamp with a zone (2027-01-01T00:00Z), not {value!r}") from None
-    if moment.tzinfo is None:
-        raise SystemExit("--as-of needs a time zone, e.g. 2027-01-01T00:00:00Z")
-    return moment
+        fail(f"--key-id must be a key id (a UUID), not {key_id!r}")
+
+    async def run(pool: Any) -> Any:
+        from app.programs.service import revoke_api_key
+
+        await _require_program(pool, program_id)
+        async with pool.acquire() as conn, conn.transaction():
+            key = await revoke_api_key(conn, program_id, key_uuid)  # type: ignore[arg-type]
+            await conn.execute(NOTIFY, f"key:{key.id}")  # every serving process evicts it on commit
+            return key
+
+    try:
+        key = with_database(run, max_size=1)
+    except DomainError as exc:
+        fail(f"{exc.code}: {exc.detail}")
+    out.print(f"revoked key {key.id} ({key.name})")
 
 
-def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = _as_of(args.as_of)
-    url = _database_url(settings)
-    show = sys.stderr.isatty() or args.progress
-
-    def progress(r: Any) -> None:
-        rate = r.lots / r.seconds if r.seconds else 0.0
-        print(f"\rexpire: {r.members} members, {r.lots} lots, {r.points} points, {r.batches} batches "
-              f"({rate:,.0f} lots/s)", end="", file=sys.stderr, flush=True)
-
-    async def run() -> Any:
-        from app.db.pool import create_pool
-        from app.expiry.service import expire_due
-
-        pool = await create_pool(url, min_size=1, max_size=2)
-        try:
-            return await expire_due(pool, as_of, args.batch, progress if show else None)
-        finally:
-            await pool.close()
-
-    r = asyncio.run(run())
-    if show and r.batches:
-        print(file=sys.stderr)
-    print(f"expired {r.points} points in {r.lots} lots of {r.members} members in {r.seconds:.2f}s")
-    return 0
+# --- books and jobs ------------------------------------------------------------------------------------------
 
 
-def cmd_evaluate_tiers(args: argparse.Namespace, settings: Settings) -> int:
-    as_of = _as_of(args.as_of)
-    url = _database_url(settings)
-    show = sys.stderr.isatty() or args.progress
+@cli.command()
+def verify(program: ProgramOpt = None, as_json: JsonOpt = False, progress: ProgressOpt = False) -> None:
+    """Recompute balances, lots and totals from the postings; exit 1 on any discrepancy."""
+    from app.ledger.verify import CHECKS
 
-    def progress(r: Any) -> None:
-        print(f"\revaluate-tiers: {r.members} members, {r.changed} changed ({r.upgraded} up, {r.downgraded} down)",
-              end="", file=sys.stderr, flush=True)
+    program_id = _program_id(program)
 
-    async def run() -> Any:
-        from app.db.pool import create_pool
-        from app.tiers.service import evaluate_all
+    async def run(pool: Any) -> Any:
+        from app.ledger.verify import verify as verify_books
 
-        pool = await create_pool(url, min_size=1, max_size=2)
-        try:
-            return await evaluate_all(pool, as_of, args.batch, progress if show else None)
-        finally:
-            await pool.close()
+        await _require_program(pool, program_id)
+        with _progress(_show(progress)) as bar:
+            task = bar.add_task("verify", total=len(CHECKS) + 1, detail="")
+            async with pool.acquire() as conn:
+                return await verify_books(conn, program_id, lambda name: bar.update(task, advance=1, detail=name))
 
-    r = asyncio.run(run())
-    if show and r.members:
-        print(file=sys.stderr)
-    print(f"evaluated {r.members} members: {r.changed} changed ({r.upgraded} up, {r.downgraded} down) "
-          f"in {r.seconds:.2f}s")
-    return 0
+    started = datetime.now()
+    report = with_database(run, max_size=1)
+    elapsed = (datetime.now() - started).total_seconds()
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        counts = ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        out.print(f"verify: checked {counts} in {elapsed:.2f}s")
+        for d in report.discrepancies:
+            out.print(f"  DISCREPANCY {d.check}: {json.dumps(d.detail, default=str)}")
+        out.print("verify: OK" if report.ok else f"verify: {len(report.discrepancies)} discrepancies")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
-def cmd_purge_idempotency_keys(args: argparse.Namespace, settings: Settings) -> int:
-    url = _database_url(settings)
-    days = args.days if args.days is not None else settings.idempotency_retention_days
+def _scope_text(program: UUID | None) -> str:
+    return f"program {program}" if program else "every program"
 
-    async def run() -> int:
+
+@cli.command()
+def expire(as_of: AsOfOpt = None, batch: BatchOpt = 500, program: ProgramOpt = None, dry_run: DryRunOpt = False,
+           progress: ProgressOpt = False) -> None:
+    """Expire every lot due by --as-of, in batches of members (see README, Expiration)."""
+    from app.expiry.service import SweepResult, expire_due
+
+    moment, program_id = _as_of(as_of), _program_id(program)
+
+    async def run(pool: Any) -> SweepResult:
+        await _require_program(pool, program_id)
+        due = await expire_due(pool, moment, batch, program_id=program_id, dry_run=True)
+        if dry_run:
+            return due
+        with _progress(_show(progress) and due.lots > 0) as bar:
+            task = bar.add_task("expire", total=due.lots, detail="")
+            return await expire_due(pool, moment, batch, lambda r: bar.update(
+                task, completed=r.lots, detail=f"{r.points} points, {r.members} members"), program_id=program_id)
+
+    r = with_database(run)
+    if dry_run:
+        out.print(f"would expire {r.points} points in {r.lots} lots of {r.members} members "
+                  f"({_scope_text(program_id)}; dry run, nothing changed)")
+    else:
+        out.print(f"expired {r.points} points in {r.lots} lots of {r.members} members in {r.seconds:.2f}s")
+
+
+@cli.command("evaluate-tiers")
+def evaluate_tiers(as_of: AsOfOpt = None, batch: BatchOpt = 500, program: ProgramOpt = None,
+                   dry_run: DryRunOpt = False, progress: ProgressOpt = False) -> None:
+    """Re-qualify every member's tier as of --as-of (see README, Tiers)."""
+    from app.tiers.service import EvaluationResult, evaluate_all, members_to_evaluate
+
+    moment, program_id = _as_of(as_of), _program_id(program)
+
+    async def run(pool: Any) -> EvaluationResult:
+        await _require_program(pool, program_id)
+        total = await members_to_evaluate(pool, moment or datetime.now().astimezone(), program_id)
+        with _progress(_show(progress) and total > 0) as bar:
+            task = bar.add_task("evaluate-tiers" + (" (dry run)" if dry_run else ""), total=total, detail="")
+            return await evaluate_all(pool, moment, batch, lambda r: bar.update(
+                task, completed=r.members, detail=f"{r.changed} changed"), program_id=program_id, dry_run=dry_run)
+
+    r = with_database(run)
+    verb = "would change" if dry_run else "changed"
+    out.print(f"evaluated {r.members} members: {r.changed} {verb} ({r.upgraded} up, {r.downgraded} down) "
+              f"in {r.seconds:.2f}s" + (f" ({_scope_text(program_id)}; dry run, nothing changed)" if dry_run else ""))
+
+
+@cli.command("release-holds")
+def release_holds(program: ProgramOpt = None, dry_run: DryRunOpt = False, progress: ProgressOpt = False) -> None:
+    """Release every open hold past its expiry now (points back to available, to their own lots)."""
+    from app.redemption.service import release_expired_holds
+
+    program_id = _program_id(program)
+
+    async def run(pool: Any) -> int:
+        await _require_program(pool, program_id)
+        due = await release_expired_holds(pool, program_id=program_id, dry_run=True)
+        if dry_run:
+            return due
+        with _progress(_show(progress) and due > 0) as bar:
+            task = bar.add_task("release-holds", total=due, detail="")
+            return await release_expired_holds(pool, program_id=program_id,
+                                               progress=lambda n: bar.update(task, completed=n))
+
+    n = with_database(run)
+    if dry_run:
+        out.print(f"would release {n} expired holds ({_scope_text(program_id)}; dry run, nothing changed)")
+    else:
+        out.print(f"released {n} expired holds")
+
+
+@cli.command("release-pending")
+def release_pending(program: ProgramOpt = None, dry_run: DryRunOpt = False, progress: ProgressOpt = False) -> None:
+    """Post the activation of every pending lot past its return window now."""
+    from app.earning.service import activate_due_pending
+
+    program_id = _program_id(program)
+
+    async def run(pool: Any) -> int:
+        await _require_program(pool, program_id)
+        due = await activate_due_pending(pool, program_id=program_id, dry_run=True)
+        if dry_run:
+            return due
+        with _progress(_show(progress) and due > 0) as bar:
+            task = bar.add_task("release-pending (points)", total=due, detail="")
+            return await activate_due_pending(pool, program_id=program_id,
+                                              progress=lambda n: bar.update(task, completed=n))
+
+    n = with_database(run)
+    if dry_run:
+        out.print(f"would activate {n} pending points whose return window has passed "
+                  f"({_scope_text(program_id)}; dry run, nothing changed)")
+    else:
+        out.print(f"activated {n} pending points whose return window has passed")
+
+
+@cli.command("purge-idempotency-keys")
+def purge_idempotency_keys(
+    days: Annotated[int | None, typer.Option(min=0, help="Retention (default PL_IDEMPOTENCY_RETENTION_DAYS).")] = None,
+) -> None:
+    """Delete idempotency keys older than the retention."""
+    retention = days if days is not None else get_settings().idempotency_retention_days
+
+    async def run(pool: Any) -> int:
         from app.api.idempotency import purge_expired
-        from app.db.pool import create_pool
 
-        pool = await create_pool(url, min_size=1, max_size=1)
-        try:
-            return await purge_expired(pool, days)
-        finally:
-            await pool.close()
+        return await purge_expired(pool, retention)
 
-    print(f"purged {asyncio.run(run())} idempotency keys older than {days} days")
-    return 0
+    out.print(f"purged {with_database(run, max_size=1)} idempotency keys older than {retention} days")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="points-ledger", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("serve", help="run the HTTP service (migrates first unless --no-migrate)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--no-migrate", action="store_true")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("migrate", help="upgrade the database schema")
-    p.add_argument("revision", nargs="?", default="head")
-    p.set_defaults(func=cmd_migrate)
-
-    p = sub.add_parser("create-program", help="create a program and print its first admin API key")
-    p.add_argument("--name", required=True)
-    p.add_argument("--currency", required=True, help="ISO 4217, e.g. EUR")
-    p.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_create_program)
-
-    p = sub.add_parser("verify", help="recompute balances and lots from postings; exit 1 on discrepancy")
-    p.add_argument("--program", help="limit to one program id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser("openapi", help="write the OpenAPI document to openapi/openapi.json")
-    p.add_argument("--output", default=str(OPENAPI_PATH))
-    p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the app")
-    p.set_defaults(func=cmd_openapi)
-
-    p = sub.add_parser("release-holds", help="release every open hold past its expiry (points back to available)")
-    p.set_defaults(func=cmd_release_holds)
-
-    p = sub.add_parser("release-pending", help="make pending points past their return window available")
-    p.set_defaults(func=cmd_release_pending)
-
-    p = sub.add_parser("expire", help="expire every lot due by --as-of (default now), in batches of members")
-    p.add_argument("--as-of", help="ISO timestamp with zone, e.g. 2027-01-01T00:00:00Z")
-    p.add_argument("--batch", type=int, default=500, help="members per transaction")
-    p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
-    p.set_defaults(func=cmd_expire)
-
-    p = sub.add_parser("evaluate-tiers", help="re-qualify every member's tier as of --as-of (default now)")
-    p.add_argument("--as-of", help="ISO timestamp with zone")
-    p.add_argument("--batch", type=int, default=500, help="members per transaction")
-    p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
-    p.set_defaults(func=cmd_evaluate_tiers)
-
-    p = sub.add_parser("purge-idempotency-keys", help="delete idempotency keys past retention")
-    p.add_argument("--days", type=int)
-    p.set_defaults(func=cmd_purge_idempotency_keys)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args, get_settings()))
+def main(argv: list[str] | None = None) -> None:
+    cli(args=argv, prog_name="points-ledger")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,8 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The project's root (the folder holding pyproject.toml and .venv). The embedded Postgres lives under it, so
+# every command finds the same database whatever the current directory is.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
@@ -20,7 +24,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "PL_DATABASE_URL"),
         description="Postgres URL. Unset: an embedded Postgres is started in `data_dir`.",
     )
-    data_dir: Path = Field(default=Path(".data/pg"), description="Embedded Postgres data directory.")
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / ".data" / "pg",
+        description="Embedded Postgres data directory; a relative path is taken from the project root, never "
+        "from the current directory.",
+    )
     database_name: str = Field(default="points_ledger", description="Database created on the embedded server.")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -57,6 +65,12 @@ class Settings(BaseSettings):
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "
         "Revocations and settings changes reach every process at once through LISTEN/NOTIFY.",
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _anchor_data_dir(cls, value: Path) -> Path:
+        value = value.expanduser()
+        return value if value.is_absolute() else PROJECT_ROOT / value
 
 
 @lru_cache

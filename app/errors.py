@@ -43,6 +43,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "member_busy": (409, "The member is busy with other requests; retry"),
     "member_suspended": (409, "The member is suspended: points cannot be spent"),
     "member_closed": (409, "The member's account is closed"),
+    "last_admin_key": (409, "This is the program's last active admin key; create another admin key first"),
     "payload_too_large": (413, "Request body too large"),
     "rate_limited": (429, "Too many requests for this API key; retry after the given seconds"),
     "unsupported_media_type": (415, "Request body must be application/json"),

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.auth import KeyCache, KeyInvalidation, RateLimiter
+from app.api.docs import install_docs
 from app.api.problems import Problem, install_handlers
 from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
 from app.config import Settings, get_settings
@@ -69,8 +70,15 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
 
     app = FastAPI(
         title="points-ledger", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-        openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+        openapi_url="/openapi.json", docs_url=None, redoc_url=None,
+        # One schema per model for requests and responses alike: generated clients get one class per model
+        # (no `Tier-Input`/`Tier-Output` pairs whose names collide in openapi-python-client).
+        separate_input_output_schemas=False,
+        # operationId = the route function's name (`post_purchase`, `get_balance`): the names generated clients
+        # give their functions, instead of FastAPI's `post_purchase_v1_purchases_post`.
+        generate_unique_id_function=lambda route: route.name,
     )
+    install_docs(app, "points-ledger")
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     # The programs' configuration versions, invalidated with the keys (NOTIFY program:<id>).

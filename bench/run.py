@@ -188,9 +188,10 @@ def verify(url: str) -> dict[str, Any]:
 
 def cli_commands() -> set[str]:
     """Subcommands of this checkout's ``points-ledger`` (batch jobs come and go with the code)."""
-    res = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=60)
-    m = re.search(r"\{([a-z,-]+)\}", res.stdout)
-    return set(m.group(1).split(",")) if m else set()
+    # issue-18: the CLI is typer's now; ask it for its command names instead of parsing argparse's help
+    code = "import typer; from app.cli import cli; print(' '.join(typer.main.get_command(cli).commands))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return set(res.stdout.split())
 
 
 def batch_job(url: str, argv: list[str], pattern: str, unit: str) -> dict[str, Any]:

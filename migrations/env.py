@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.config import get_settings
 from app.db import functions
 from app.db.bootstrap import resolve_database_url
+from app.db.migrate import MIGRATE_LOCK_ID, check_server_version
 from app.db.tables import metadata
 from app.db.urls import sqlalchemy_url
 
@@ -35,7 +36,13 @@ def _at_head(connection: Connection) -> bool:
 
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-    with context.begin_transaction():
+    with context.begin_transaction():  # (a statement before this would open the transaction alembic commits)
+        check_server_version(int(connection.execute(text("SHOW server_version_num")).scalar_one()))
+        # Replicas starting together all run `migrate`: the first takes this lock and migrates, the others
+        # wait here, then read the version table (after the lock, so they see the first one's commit) and
+        # find nothing to do. Transaction-scoped: released by the commit, or by the rollback of a failure.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATE_LOCK_ID})
+        config.attributes["revision_before"] = context.get_context().get_current_revision()
         context.run_migrations()
         # The repeatable step: the SQL functions of migrations/functions/, in the same transaction, once the
         # schema is at head (they are written for the head schema).

@@ -160,12 +160,17 @@ def explicit_cases(hold_id: int, redemption_id: int) -> list[Bad]:
     for total in ("NaN", "Infinity", "0.001", "-5"):
         add(Bad(f"redemption quote order_total={total!r}", "POST", "/v1/redemptions/quote",
                 {"member_id": "cust-1001", "order_total": total}, key=False))
+    # Money is a decimal string of ASCII digits: a JSON number, padding or other digits are refused.
+    for total in (30.5, 30, "  30.00 ", "\u0663\u0660.00", "3e1", "+30.00"):
+        add(Bad(f"redemption quote order_total={total!r}", "POST", "/v1/redemptions/quote",
+                {"member_id": "cust-1001", "order_total": total}, key=False))
     add(Bad("hold order_total=NaN", "POST", "/v1/holds", {"member_id": "cust-1001", "points": 5,
                                                          "order_total": "NaN"}))
     add(Bad("program settings max share NaN", "PATCH", "/v1/program",
             {"settings": {"max_redeem_share_of_order": "NaN"}}, key=False))
     # Unknown or malformed currencies.
-    for currency in ("XXX", "ZZZ", "eur", "EURO", "€", ""):
+    # (Codes are case-insensitive: "eur" is EUR, so a lowercase code of another currency is the mismatch.)
+    for currency in ("XXX", "ZZZ", "usd", "EURO", "€", ""):
         add(Bad(f"purchase currency={currency!r}", "POST", "/v1/purchases", _purchase(currency=currency)))
     add(Bad("redemption quote currency=ZZZ", "POST", "/v1/redemptions/quote",
             {"member_id": "cust-1001", "order_total": "10.00", "currency": "ZZZ"}, key=False))

@@ -219,3 +219,51 @@ async def tenant(app: Any, client: httpx.AsyncClient) -> Tenant:
 @pytest.fixture
 async def other_tenant(app: Any, client: httpx.AsyncClient) -> Tenant:
     return await make_tenant(app, client)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: Any
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str) -> Iterator[LiveServer]:
+    """The service as an integrator meets it: `points-ledger serve` in its own process, on a free port of
+    127.0.0.1, against the session's test database (for browser and generated-client tests)."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "PL_SCHEDULER_ENABLED": "false", "PL_LOG_LEVEL": "WARNING",
+           "PL_PORT": str(port), "PL_WORKERS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-migrate"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.1)
+        yield LiveServer(url, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

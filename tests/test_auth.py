@@ -147,3 +147,38 @@ async def test_revocation_and_settings_reach_every_process_at_once(settings, ten
         assert status == 401
         admin = await b.get("/v1/program", headers=tenant.headers())
         assert admin.json()["settings"]["redeem_increment"] == 7
+
+
+async def test_the_last_admin_key_cannot_be_revoked_but_one_of_two_can(tenant):
+    listing = (await tenant.client.get("/v1/api-keys", headers=tenant.headers())).json()["data"]
+    [first] = [k["id"] for k in listing]
+    r = await tenant.client.delete(f"/v1/api-keys/{first}", headers=tenant.headers())
+    assert r.status_code == 409 and r.json()["code"] == "last_admin_key", r.text
+    assert (await tenant.client.get("/v1/program", headers=tenant.headers())).status_code == 200
+    # a key without admin does not count; a second admin key does
+    await tenant.key("read", "earn", "redeem")
+    assert (await tenant.client.delete(f"/v1/api-keys/{first}", headers=tenant.headers())).status_code == 409
+    second = await tenant.key("admin")
+    r = await tenant.client.delete(f"/v1/api-keys/{first}", headers=tenant.headers(second))
+    assert r.status_code == 204
+    listing = (await tenant.client.get("/v1/api-keys", headers=tenant.headers(second))).json()["data"]
+    second_id = next(k["id"] for k in listing if k["revoked_at"] is None and k["scopes"] == ["admin"])
+    r = await tenant.client.delete(f"/v1/api-keys/{second_id}", headers=tenant.headers(second))
+    assert r.status_code == 409 and r.json()["code"] == "last_admin_key"
+
+
+async def test_two_admin_keys_revoked_at_once_leave_one(tenant, db):
+    """Two admins revoke each other's key at the same moment: exactly one succeeds."""
+    import asyncio
+
+    second = await tenant.key("admin")
+    listing = (await tenant.client.get("/v1/api-keys", headers=tenant.headers())).json()["data"]
+    ids = sorted(k["id"] for k in listing)
+    results = await asyncio.gather(*(
+        tenant.client.delete(f"/v1/api-keys/{key_id}", headers=tenant.headers(key))
+        for key_id, key in zip(ids, (second, tenant.admin_key), strict=True)
+    ))
+    assert sorted(r.status_code for r in results) in ([204, 401], [204, 409]), [r.text for r in results]
+    active = await db.fetchval("SELECT count(*) FROM api_keys WHERE program_id = $1 AND revoked_at IS NULL",
+                               tenant.program_id)
+    assert active == 1

@@ -483,7 +483,7 @@ def test_award_round_trips_through_json():
     ("payload", "message"),
     [
         ({"base": {"points_per_unit": "0"}}, "greater than 0"),
-        ({"base": {"points_per_unit": "NaN"}}, "finite number"),
+        ({"base": {"points_per_unit": "NaN"}}, "decimal string of ASCII digits"),
         ({"base": {"points_per_unit": "1"}, "colour": "red"}, "Extra inputs are not permitted"),
         ({"base": {"points_per_unit": "1", "rounding": "bankers"}}, "'floor', 'half_up' or 'ceil'"),
         ({"base": {"points_per_unit": "1"}, "rules": [{"id": "m", "kind": "multiplier"}]}, "factor is required"),

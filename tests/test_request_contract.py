@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -245,3 +246,59 @@ async def test_a_datetime_before_year_1_in_utc_is_422_and_writes_nothing(tenant,
                                        "reason": "contract"})
     problem(r, 422, "validation_error")
     assert await table_counts(db) == before
+
+
+# --- issue 18: money is a decimal string; a body must be sent as JSON --------------------------------------------
+
+
+@pytest.mark.parametrize("total", [30.5, 30, "  30.00 ", "30.00 ", "\u0663\u0660.00", "\uff13\uff10", "3e1", "+30.00",
+                                   "30.", ".5", ""])
+async def test_money_is_a_plain_decimal_string_and_anything_else_is_422_writing_nothing(tenant, db, total):
+    await tenant.member("c-money")
+    body = {"member_id": "c-money", "order_id": "o-money", "currency": "EUR", "total": total,
+            "lines": [{"sku": "A", "quantity": 1, "unit_price": "30.00"}]}
+    before = await table_counts(db)
+    r = await tenant.client.post("/v1/purchases", json=body, headers=tenant.headers(idem=uuid.uuid4().hex))
+    problem_body = problem(r, 422, "validation_error")
+    assert any(e["loc"] == ["body", "total"] and e["type"] == "decimal_string" for e in problem_body["errors"]), \
+        problem_body
+    assert await table_counts(db) == before
+
+
+async def test_money_strings_are_exact_and_currency_codes_case_insensitive(tenant):
+    body = {"member_id": "c-exact", "order_id": "o-exact", "currency": "eur", "total": "30.30",
+            "lines": [{"sku": "A", "quantity": 3, "unit_price": "10.10"}]}
+    r = await tenant.client.post("/v1/purchases", json=body, headers=tenant.headers(idem="exact"))
+    assert r.status_code == 201, r.text
+    assert r.json()["purchase"]["award"]["lines"][0]["eligible_amount"] == "30.30"  # 3 x 10.10, no float
+    r = await tenant.client.post("/v1/redemptions/quote", json={"member_id": "c-exact", "order_total": "10.00",
+                                                                 "currency": "Eur"}, headers=tenant.headers())
+    assert r.status_code == 200 and r.json()["currency"] == "EUR", r.text
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+async def test_a_body_not_sent_as_json_is_415_writing_nothing(tenant, db, content_type):
+    await tenant.member("c-415")
+    before = await table_counts(db)
+    headers = tenant.headers(idem=f"415-{content_type}")
+    if content_type:
+        headers["content-type"] = content_type
+    r = await tenant.client.post("/v1/adjustments", content=json.dumps(adjustment("c-415")).encode(),
+                                 headers=headers)
+    body = problem(r, 415, "unsupported_media_type")
+    assert "application/json" in body["detail"]
+    assert await table_counts(db) == before
+    # authentication still comes first, and a write without a body (capture) needs no content type
+    r = await tenant.client.post("/v1/adjustments", content=b"points=5", headers={"content-type": "text/plain"})
+    problem(r, 401, "unauthorized")
+    r = await tenant.client.post("/v1/holds/999999/capture", headers=tenant.headers(idem="415-capture"))
+    assert r.status_code == 404, r.text
+
+
+def test_the_document_declares_415_on_every_route_with_a_body():
+    doc = json.loads(openapi_document())
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if "requestBody" in op:
+                assert "415" in op["responses"], (method, path)

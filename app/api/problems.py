@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.auth import refusal_before_body
-from app.api.routes.base import StrictBodyError
+from app.api.routes.base import StrictBodyError, UnsupportedMediaType
 from app.errors import CATALOG, DomainError
 from app.observability import BodyTooLarge, request_id_var
 
@@ -125,6 +125,13 @@ def install_handlers(app: FastAPI) -> None:
             if refusal is not None:
                 return domain_error_response(refusal)
         return problem_response(code, str(exc.detail) if exc.detail else None, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UnsupportedMediaType)
+    async def _unsupported_media_type(request: Request, exc: UnsupportedMediaType) -> JSONResponse:
+        refusal = await refusal_before_body(request)  # authentication (and the scope) come before the body
+        if refusal is not None:
+            return domain_error_response(refusal)
+        return problem_response("unsupported_media_type", str(exc))
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: Exception) -> JSONResponse:

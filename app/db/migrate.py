@@ -10,6 +10,23 @@ from alembic.script import ScriptDirectory
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# The oldest Postgres this service supports: the suite runs against it (see the README, "Postgres versions").
+MIN_POSTGRES_VERSION = 15
+# Key of the advisory lock `migrate` holds while it migrates (any bigint unique to this purpose).
+MIGRATE_LOCK_ID = 0x706C_6D69_6772  # "plmigr"
+
+
+class UnsupportedPostgres(RuntimeError):
+    pass
+
+
+def check_server_version(version_num: int) -> None:
+    """Refuse a server older than MIN_POSTGRES_VERSION (``version_num``: ``SHOW server_version_num``)."""
+    if version_num < MIN_POSTGRES_VERSION * 10000:
+        raise UnsupportedPostgres(
+            f"Postgres {MIN_POSTGRES_VERSION} or newer is required; this server is {version_num // 10000}."
+        )
+
 
 def alembic_config(database_url: str) -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
@@ -19,8 +36,12 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+def upgrade(database_url: str, revision: str = "head") -> str | None:
+    """Upgrade to ``revision`` under the migration lock; return the revision found before (None: empty)."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, revision)
+    before: str | None = cfg.attributes.get("revision_before")
+    return before
 
 
 def head_revision() -> str | None:

@@ -14,6 +14,7 @@ SELECT * FROM ledger.event_context(p_program => $1, p_member_ref => $2, p_event_
 
 PURCHASE_JSON = "SELECT j::text FROM ledger.purchase_read($1, $2) j"
 
+# $2: one program's members only, or NULL for every program.
 DUE_PENDING_MEMBERS = """
 SELECT DISTINCT member_id FROM lots WHERE pending AND available_at <= now() AND ($2::uuid IS NULL OR program_id = $2)
 LIMIT $1

@@ -76,6 +76,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from app.errors import DomainError
 from app.ledger.schemas import MAX_POINTS
+from app.money import DecimalText
 
 Rounding = Literal["floor", "half_up", "ceil"]
 RoundPer = Literal["line", "order"]
@@ -95,7 +96,7 @@ MAX_FACTOR = 1_000
 
 RuleId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 Code = Annotated[str, StringConstraints(min_length=1, max_length=128)]  # sku, category, store id, tier
-Money = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, decimal_places=6)]
+Money = Annotated[DecimalText, Field(ge=0, le=MAX_AMOUNT, decimal_places=6)]
 RulePoints = Annotated[int, Field(gt=0, le=MAX_POINTS)]
 CapPoints = Annotated[int, Field(ge=0, le=MAX_POINTS)]
 EventLimit = Annotated[int, Field(ge=1, le=MAX_POINTS)]
@@ -115,7 +116,7 @@ def _no_empty(value: list[Any] | None, what: str) -> None:
 class BaseRate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points_per_unit: Annotated[Decimal, Field(gt=0, le=1_000_000, decimal_places=6)] = Field(
+    points_per_unit: Annotated[DecimalText, Field(gt=0, le=1_000_000, decimal_places=6)] = Field(
         description="Points per 1.00 currency unit of eligible amount"
     )
     rounding: Rounding = Field(default="floor", description="How fractional points are rounded")
@@ -171,13 +172,13 @@ class EarnRule(BaseModel):
     description: Description | None = None
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Lower applies first")
     stacking: Stacking = "stack"
-    factor: Annotated[Decimal, Field(ge=0, le=MAX_FACTOR, decimal_places=6)] | None = Field(
+    factor: Annotated[DecimalText, Field(ge=0, le=MAX_FACTOR, decimal_places=6)] | None = Field(
         default=None, description="multiplier only: line base points are multiplied by it"
     )
     points: RulePoints | None = Field(default=None, description="bonus kinds only: the bonus points")
     per: BonusPer | None = Field(default=None, description="fixed_bonus only (default order): per order/line/unit")
     birthday_match: BirthdayMatch | None = Field(default=None, description="birthday_bonus only (default same_day)")
-    min_total: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=6)] | None = Field(
+    min_total: Annotated[DecimalText, Field(gt=0, le=MAX_AMOUNT, decimal_places=6)] | None = Field(
         default=None, description="threshold_bonus only: eligible amount needed, inclusive"
     )
     conditions: Conditions = Field(default_factory=Conditions)
@@ -366,7 +367,7 @@ class LineAward(_Out):
     sku: str
     quantity: int
     excluded_by: Literal["category", "sku"] | None = Field(description="Why the line never earns, if it does not")
-    eligible_amount: Decimal = Field(description="Net amount that earns, after the paid-with-points share")
+    eligible_amount: DecimalText = Field(description="Net amount that earns, after the paid-with-points share")
     base_points: int
     contributions: list[RuleContribution] = Field(description="Multipliers, then per-line bonuses")
     capped_points: int = Field(description="Points removed from this line by caps")
@@ -378,9 +379,9 @@ class OrderBonus(_Out):
     kind: BonusKind
     points: int = Field(description="Awarded, after caps")
     capped_points: int = Field(description="Points of the bonus removed by caps")
-    basis_eligible_amount: Decimal = Field(description="Eligible amount of the lines the bonus was earned on")
+    basis_eligible_amount: DecimalText = Field(description="Eligible amount of the lines the bonus was earned on")
     line_indexes: list[int] = Field(description="The bonus's basis lines (returns claw back in proportion)")
-    min_total: Decimal | None = Field(default=None, description="threshold_bonus: the threshold it cleared")
+    min_total: DecimalText | None = Field(default=None, description="threshold_bonus: the threshold it cleared")
 
 
 class CapApplied(_Out):
@@ -394,7 +395,7 @@ class Award(_Out):
     points: int = Field(description="Total awarded, >= 0")
     rounding: Rounding = Field(description="Rounding mode of the rule set; clawbacks round the same way")
     occurred_at_local: datetime = Field(description="occurred_at in the programme time zone")
-    eligible_amount: Decimal
+    eligible_amount: DecimalText
     base_points: int
     lines: list[LineAward]
     order_bonuses: list[OrderBonus]
@@ -814,7 +815,7 @@ class ReturnRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lines: list[ReturnedLine] | None = Field(default=None, min_length=1, max_length=MAX_LINES)
-    amount: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=6)] | None = None
+    amount: Annotated[DecimalText, Field(gt=0, le=MAX_AMOUNT, decimal_places=6)] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ReturnRequest:

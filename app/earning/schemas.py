@@ -21,6 +21,7 @@ from app.earning.rules import (
     RuleSet,
 )
 from app.ledger.schemas import Balance, MemberRef, Metadata
+from app.money import CurrencyCode
 
 OrderId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -50,7 +51,7 @@ class PurchaseCreate(BaseModel):
     member_id: MemberRef
     order_id: OrderId = Field(description="Your order id; unique per program (a natural idempotency key)")
     occurred_at: AwareDatetime | None = Field(default=None, description="When the purchase happened; default now")
-    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    currency: Annotated[CurrencyCode, Field(min_length=3, max_length=3)]
     total: Money = Field(description="Order total, all tenders included")
     paid_with_points: Money = Field(default=Decimal(0), description="Part of the total paid with points")
     channel: Channel = "pos"

@@ -376,10 +376,11 @@ async def post_event(db: Db, p: Principal, data: EventCreate, key: str | None, f
 
 
 async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500, program_id: Any = None,
-                               dry_run: bool = False) -> int:
+                               dry_run: bool = False, progress: Callable[[int], None] | None = None) -> int:
     """Move every pending lot past its return window to available: one short transaction per member.
     Idempotent: an activated lot is no longer pending, so a rerun (or a concurrent run) finds nothing.
-    ``dry_run``: the points that would be activated, nothing written."""
+    ``program_id``: that program's members only; ``dry_run``: the points that would be activated, nothing
+    written; ``progress``: called with the points activated so far after each member."""
     if dry_run:
         return int(await pool.fetchval(q.COUNT_DUE_PENDING, program_id))
     activated = 0
@@ -389,6 +390,8 @@ async def activate_due_pending(pool: asyncpg.Pool, batch: int = 500, program_id:
             break
         for m in members:
             activated += await pool.fetchval(q.ACTIVATE, m["member_id"]) or 0
+            if progress:
+                progress(activated)
         if len(members) < batch:
             break
     return activated

@@ -18,6 +18,7 @@ Checks (each set-based, one statement):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -171,15 +172,21 @@ SELECT (SELECT count(*) FROM entries WHERE $1::uuid IS NULL OR program_id = $1) 
 """
 
 
-async def verify(conn: asyncpg.Connection, program_id: UUID | None = None) -> VerifyReport:
-    """Run every check inside one REPEATABLE READ snapshot so concurrent writes cannot cause false alarms."""
+async def verify(conn: asyncpg.Connection, program_id: UUID | None = None,
+                 progress: Callable[[str], None] | None = None) -> VerifyReport:
+    """Run every check inside one REPEATABLE READ snapshot so concurrent writes cannot cause false alarms.
+    ``progress`` is called with each check's name once it is done (the CLI's progress bar: len(CHECKS) + 1)."""
     discrepancies: list[Discrepancy] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL statement_timeout = 0")
         counts = dict(await conn.fetchrow(COUNTS, program_id))
+        if progress:
+            progress("counts")
         for name, sql in CHECKS.items():
             for row in await conn.fetch(sql + f" LIMIT {MAX_REPORTED}", program_id):
                 discrepancies.append(Discrepancy(check=name, detail=_plain(dict(row))))
+            if progress:
+                progress(name)
     return VerifyReport(ok=not discrepancies, checked=counts, discrepancies=discrepancies[:MAX_REPORTED])
 
 

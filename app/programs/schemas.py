@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.money import is_currency
+from app.money import CurrencyCode, DecimalText, is_currency
 
 Scope = Literal["earn", "redeem", "read", "admin"]
 
@@ -33,7 +33,7 @@ class ProgramSettings(BaseModel):
         default=0, description="Smallest redemption or hold")
     redeem_increment: Annotated[int, Field(ge=1, le=10**9)] = Field(
         default=1, description="Redemptions and holds must be multiples of this")
-    max_redeem_share_of_order: Annotated[Decimal, Field(gt=0, le=1, max_digits=6, decimal_places=4)] = Field(
+    max_redeem_share_of_order: Annotated[DecimalText, Field(gt=0, le=1, max_digits=6, decimal_places=4)] = Field(
         default=Decimal("1"), description="Largest share of an order total payable with points (quotes, and "
         "redeems/holds that state an order_total)")
     hold_default_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = Field(
@@ -54,7 +54,7 @@ class ProgramCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    currency: Annotated[str, Field(description="ISO 4217 code", examples=["EUR"])]
+    currency: Annotated[CurrencyCode, Field(description="ISO 4217 code, case-insensitive", examples=["EUR"])]
     timezone: Annotated[str, Field(description="IANA time zone", examples=["Europe/Berlin"])] = "UTC"
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -81,6 +81,16 @@ class Program(BaseModel):
     timezone: str
     settings: ProgramSettings
     created_at: datetime
+
+
+class ProgramSummary(BaseModel):
+    id: UUID
+    name: str
+    currency: str
+    timezone: str
+    created_at: datetime
+    active_keys: int
+    active_admin_keys: int
 
 
 class ApiKeyCreate(BaseModel):

@@ -17,6 +17,7 @@ from app.programs.schemas import (
     Program,
     ProgramCreate,
     ProgramSettings,
+    ProgramSummary,
     ProgramUpdate,
 )
 
@@ -64,7 +65,18 @@ async def list_api_keys(conn: asyncpg.Connection, program_id: UUID) -> list[ApiK
     return [ApiKey(**dict(r)) for r in await conn.fetch(q.LIST_API_KEYS, program_id)]
 
 
+async def list_programs(conn: asyncpg.Connection) -> list[ProgramSummary]:
+    """Every program of the database (an operator's view: the CLI, never the API)."""
+    return [ProgramSummary(**dict(r)) for r in await conn.fetch(q.LIST_PROGRAMS)]
+
+
 async def revoke_api_key(conn: asyncpg.Connection, program_id: UUID, key_id: UUID) -> ApiKey:
+    """Revoke a key (again: harmless). The program's last active admin key is refused (409 last_admin_key):
+    nobody could then manage the program through the API. Needs the caller's transaction (it locks)."""
+    admins = [r["id"] for r in await conn.fetch(q.LOCK_ACTIVE_ADMIN_KEYS, program_id)]
+    if admins == [key_id]:
+        raise DomainError("last_admin_key", "Create another admin key before revoking this one (the program "
+                          "would have no admin key left).")
     row = await conn.fetchrow(q.REVOKE_API_KEY, program_id, key_id)
     if row is None:
         raise DomainError("api_key_not_found")

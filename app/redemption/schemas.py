@@ -9,9 +9,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.ledger.schemas import Balance, MemberRef, Metadata, Points
+from app.money import CurrencyCode, DecimalText
 
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), allow_inf_nan=False,
+Money = Annotated[DecimalText, Field(ge=0, le=Decimal("1e12"), allow_inf_nan=False,
                                  description="Decimal string in the program's currency, e.g. \"49.90\"")]
 
 
@@ -20,17 +21,17 @@ class QuoteRequest(BaseModel):
 
     member_id: MemberRef
     order_total: Money
-    currency: Annotated[str, Field(min_length=3, max_length=3)] | None = Field(
+    currency: Annotated[CurrencyCode, Field(min_length=3, max_length=3)] | None = Field(
         default=None, description="Must equal the program's currency when given")
 
 
 class Quote(BaseModel):
     member_id: str
     currency: str
-    order_total: Decimal
+    order_total: DecimalText
     available: int
     max_points: int = Field(description="Most points usable on this order (0: none)")
-    amount: Decimal = Field(description="Money value of max_points")
+    amount: DecimalText = Field(description="Money value of max_points")
     points_per_currency_unit: int
     limited_by: Literal["available", "share_of_order", "increment", "min_redeem_points", "none"]
 
@@ -85,7 +86,7 @@ class Hold(BaseModel):
     status: HoldStatus = Field(description="An open hold past expires_at reads as expired")
     reference: str | None
     description: str | None
-    amount: Decimal = Field(description="Money value of the held points")
+    amount: DecimalText = Field(description="Money value of the held points")
     currency: str
     expires_at: datetime
     created_at: datetime
@@ -109,7 +110,7 @@ class Redemption(BaseModel):
     member_id: str
     points: int
     refunded_points: int
-    amount: Decimal
+    amount: DecimalText
     currency: str
     reference: str | None
     entry_id: str

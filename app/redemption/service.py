@@ -6,8 +6,10 @@ The program's amount rules (minimum, increment, share of the order) are checked 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import asyncpg
 
@@ -124,16 +126,19 @@ async def redemption_json(pool: asyncpg.Pool, p: Principal, redemption_id: str) 
     return body
 
 
-async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200, program_id: object = None,
-                                dry_run: bool = False) -> int:
+async def release_expired_holds(pool: asyncpg.Pool, batch: int = 200, program_id: UUID | None = None,
+                                dry_run: bool = False, progress: Callable[[int], None] | None = None) -> int:
     """Release every open hold past its expiry, ``batch`` holds per transaction. Safe to run concurrently and to
-    rerun: a hold resolves at most once. ``dry_run``: count them, release nothing."""
+    rerun: a hold resolves at most once. ``program_id``: that program's holds only; ``dry_run``: count them and
+    change nothing; ``progress``: called with the holds released so far after each batch."""
     if dry_run:
         return int(await pool.fetchval(q.COUNT_EXPIRED, program_id))
     released = 0
     for _ in range(100_000):
         done = await pool.fetchval(q.RELEASE_EXPIRED, batch, program_id)
         released += done
+        if progress:
+            progress(released)
         if done < batch:
             break
     return int(released)

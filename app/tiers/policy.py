@@ -110,6 +110,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from app.money import DecimalText
+
 Metric = Literal["points", "spend", "purchases"]
 WindowKind = Literal["rolling_months", "calendar_year"]
 RetentionKind = Literal["end_of_next_year", "months"]
@@ -136,11 +138,11 @@ class Tier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: TierName = Field(description="Unique within the configuration")
-    threshold: Annotated[Decimal, Field(ge=0, le=MAX_THRESHOLD, decimal_places=6)] = Field(
+    threshold: Annotated[DecimalText, Field(ge=0, le=MAX_THRESHOLD, decimal_places=6)] = Field(
         description="Metric value in the window needed to qualify, inclusive; the first tier's must be 0"
     )
     benefits: list[Benefit] = Field(default_factory=list, max_length=100, description="Labels shown to members")
-    earn_multiplier: Annotated[Decimal, Field(ge=0, le=MAX_MULTIPLIER, decimal_places=6)] = Field(
+    earn_multiplier: Annotated[DecimalText, Field(ge=0, le=MAX_MULTIPLIER, decimal_places=6)] = Field(
         default=Decimal(1), description="Applied to purchase points by the earning engine"
     )
 
@@ -276,16 +278,16 @@ class TierProgress(_Out):
     tier: str = Field(description="The tier evaluate would give at as_of")
     valid_until: datetime | None
     metric: Metric
-    metric_value: Decimal
+    metric_value: DecimalText
     window_start: datetime
     window_end: datetime = Field(description="Exclusive: as_of")
     next_tier: str | None = Field(description="The tier just above, None at the top")
-    missing_to_next: Decimal | None = Field(description="next_tier's threshold - metric_value")
-    needed_to_keep: Decimal | None = Field(
+    missing_to_next: DecimalText | None = Field(description="next_tier's threshold - metric_value")
+    needed_to_keep: DecimalText | None = Field(
         description="Metric value still needed in the window to requalify; 0 if met; None for the base tier"
     )
     benefits: list[str]
-    earn_multiplier: Decimal
+    earn_multiplier: DecimalText
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,13 +5,14 @@
 METRICS = "SELECT member_pk AS member_id, points, spend, purchases FROM ledger.tier_metrics($1, $2, $3, $4)"
 
 
-STATES = """
+STATES_PEEK = """
 SELECT b.member_id, t.tier, t.valid_until, t.manual_tier, t.manual_until
 FROM member_balances b LEFT JOIN member_tiers t ON t.member_id = b.member_id
 WHERE b.member_id = ANY($1::bigint[])
 ORDER BY b.member_id
-FOR UPDATE OF b
 """
+# The same, taking the members' locks (in id order) for the evaluation that saves.
+STATES = STATES_PEEK + "FOR UPDATE OF b\n"
 
 # Record a tier state (and its history row when p_reason is given): ledger.save_tier (70_tiers.sql).
 SAVE = """
@@ -33,5 +34,15 @@ FROM tier_history WHERE member_id = $1 ORDER BY changed_at DESC, id DESC LIMIT $
 
 # Members of a program in id order after $2 (keyset pagination of the evaluation job).
 MEMBER_BATCH = "SELECT id FROM members WHERE program_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-PROGRAMS_WITH_TIERS = "SELECT DISTINCT program_id FROM tier_config_versions WHERE effective_from <= $1"
+# $2: that program only, or NULL for all.
+PROGRAMS_WITH_TIERS = """
+SELECT DISTINCT program_id FROM tier_config_versions
+WHERE effective_from <= $1 AND ($2::uuid IS NULL OR program_id = $2)
+"""
 PROGRAM_TZ = "SELECT timezone FROM programs WHERE id = $1"
+# How many members evaluate_all(as_of $1, program $2 or all) walks: the total of the CLI's progress bar.
+MEMBERS_TO_EVALUATE = """
+SELECT count(*) FROM members m
+WHERE m.program_id IN (SELECT program_id FROM tier_config_versions WHERE effective_from <= $1)
+  AND ($2::uuid IS NULL OR m.program_id = $2)
+"""

@@ -152,18 +152,16 @@ class EvaluationResult:
 
 
 async def evaluate_all(pool: asyncpg.Pool, as_of: datetime | None = None, batch: int = 500,
-                       progress_cb: Callable[[EvaluationResult], None] | None = None, program: UUID | None = None,
-                       dry_run: bool = False) -> EvaluationResult:
-    """Re-qualify every member of every program with tiers (or of ``program``), as of ``as_of`` (default now): one
-    transaction per batch of members (locked in id order), idempotent (a rerun finds nothing to change).
-    ``dry_run``: count the changes, write none."""
+                       progress_cb: Callable[[EvaluationResult], None] | None = None,
+                       program_id: UUID | None = None, dry_run: bool = False) -> EvaluationResult:
+    """Re-qualify every member of every program with tiers, as of ``as_of`` (default now): one transaction
+    per batch of members (locked in id order), idempotent (a rerun finds nothing to change).
+    ``program_id``: that program only. ``dry_run``: decide and count the same way, lock and save nothing."""
     as_of = as_of or datetime.now(UTC)
     result = EvaluationResult()
     started = time.perf_counter()
-    for row in await pool.fetch(q.PROGRAMS_WITH_TIERS, as_of):
-        program_id = row["program_id"]
-        if program is not None and program_id != program:
-            continue
+    for program in await pool.fetch(q.PROGRAMS_WITH_TIERS, as_of, program_id):
+        program_id = program["program_id"]
         tz = ZoneInfo(await pool.fetchval(q.PROGRAM_TZ, program_id))
         _, version, config = await current_config(pool, program_id, as_of)
         assert config is not None
@@ -173,15 +171,16 @@ async def evaluate_all(pool: asyncpg.Pool, as_of: datetime | None = None, batch:
                 ids = [r["id"] for r in await conn.fetch(q.MEMBER_BATCH, program_id, after, batch)]
                 if not ids:
                     break
-                states = {r["member_id"]: state_from(r) for r in await conn.fetch(q.STATES, ids)}
+                states = {r["member_id"]: state_from(r)
+                          for r in await conn.fetch(q.STATES_PEEK if dry_run else q.STATES, ids)}
                 metrics = await _metrics(conn, config, ids, as_of, tz)
                 for member_id in ids:
                     before = states.get(member_id)
                     decision = evaluate(config, before, metrics.get(member_id, Decimal(0)), as_of, tz)
+                    if decision.changed and not dry_run:
+                        await _save(conn, program_id, member_id, before, decision, as_of, "evaluation",
+                                    f"evaluate-tiers as of {as_of.isoformat()}", version, evaluated_at=as_of)
                     if decision.changed:
-                        if not dry_run:
-                            await _save(conn, program_id, member_id, before, decision, as_of, "evaluation",
-                                        f"evaluate-tiers as of {as_of.isoformat()}", version, evaluated_at=as_of)
                         result.changed += 1
                         result.upgraded += decision.direction == "up"
                         result.downgraded += decision.direction == "down"
@@ -192,6 +191,11 @@ async def evaluate_all(pool: asyncpg.Pool, as_of: datetime | None = None, batch:
                 progress_cb(result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def members_to_evaluate(pool: asyncpg.Pool, as_of: datetime, program_id: UUID | None = None) -> int:
+    """How many members ``evaluate_all`` walks (the total for a progress bar)."""
+    return int(await pool.fetchval(q.MEMBERS_TO_EVALUATE, as_of, program_id))
 
 
 async def evaluate_now(pool: asyncpg.Pool) -> int:

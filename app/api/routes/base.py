@@ -52,6 +52,21 @@ class Utf8JsonRequest(Request):
         return self._json
 
 
+class UnsupportedMediaType(Exception):
+    """A body that is not sent as JSON (no ``Content-Type: application/json``): 415 ``unsupported_media_type``,
+    after authentication (the handler authenticates first)."""
+
+    def __init__(self, content_type: str | None) -> None:
+        self.content_type = content_type
+        super().__init__(f"Send the body as JSON with Content-Type: application/json, not {content_type or 'none'}.")
+
+
+UNSUPPORTED_MEDIA_TYPE_RESPONSE = {
+    "description": "Problem codes: `unsupported_media_type`",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
 class StrictBodyError(RequestValidationError):
     """The body is JSON of the wrong types (raised before the route's dependencies ran: the handlers
     authenticate first)."""
@@ -78,6 +93,8 @@ class ApiRoute(APIRoute):
         annotation = self.body_field.field_info.annotation if self.body_field is not None else None
         if annotation is not None and not self._embed_body_fields:
             self._strict_body = TypeAdapter(annotation)
+        if self.body_field is not None:  # every route that reads a body may answer 415
+            self.responses.setdefault(415, UNSUPPORTED_MEDIA_TYPE_RESPONSE)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
@@ -90,12 +107,24 @@ class ApiRoute(APIRoute):
 
         async def api_handler(request: Request) -> Response:
             request = Utf8JsonRequest(request.scope, request.receive)
+            content_type = request.headers.get("content-type")
+            if self.body_field is not None and not _json_media_type(content_type) and await _has_body(request):
+                raise UnsupportedMediaType(content_type)
             strict = self._strict_body
-            if strict is not None and _json_media_type(request.headers.get("content-type")):
+            if strict is not None and _json_media_type(content_type):
                 await _validate_strictly(request, strict)
             return await handler(request)
 
         return api_handler
+
+
+async def _has_body(request: Request) -> bool:
+    try:
+        return bool(await request.body())
+    except BodyTooLarge:
+        raise
+    except Exception as exc:  # as FastAPI answers a body it cannot read
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from exc
 
 
 async def _validate_strictly(request: Utf8JsonRequest, adapter: TypeAdapter[Any]) -> None:

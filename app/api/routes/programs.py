@@ -46,10 +46,12 @@ async def list_api_keys(principal: Admin, pool: Pool) -> ApiKeyList:
 
 
 @router.delete(
-    "/api-keys/{key_id}", status_code=204, responses=responses("insufficient_scope", "api_key_not_found")
+    "/api-keys/{key_id}", status_code=204,
+    responses=responses("insufficient_scope", "api_key_not_found", "last_admin_key"),
 )
 async def revoke_api_key(key_id: UUID, principal: Admin, pool: Pool, request: Request) -> Response:
-    """Revoke a key; it is refused from the next request on. Revoking twice is harmless."""
+    """Revoke a key; it is refused from the next request on. Revoking twice is harmless. The program's last
+    active admin key cannot be revoked (409 `last_admin_key`): create another admin key first."""
     async with pool.acquire() as conn, conn.transaction():
         key: ApiKey = await service.revoke_api_key(conn, principal.program_id, key_id)
         await conn.execute(NOTIFY, f"key:{key.id}")  # every process evicts it when this commits
