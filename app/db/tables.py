@@ -460,3 +460,23 @@ schema_functions = sa.Table(
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.CheckConstraint("id = 1", name="single_row"),
 )
+
+# The outbox (issue 13): every state change a member, a CRM or the merchant cares about, written by the SQL function
+# that makes the change (ledger.emit), in its transaction. The change feed and the webhooks read it in commit order:
+# by (xid, id), exposing only transactions below the oldest one still running (migrations/functions/90_changes.sql).
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="opaque to clients (ledger.public_id)"),
+    sa.Column("xid", sa.BigInteger, nullable=False, server_default=sa.text("pg_current_xact_id()::text::bigint"),
+              comment="the writing transaction: the feed's order is (xid, id)"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("member_id", sa.BigInteger, comment="the member it is about (none: the program itself)"),
+    sa.Column("type", sa.Text, nullable=False, comment="points.earned, hold.created, tier.changed, ..."),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("data", pg.JSON, nullable=False, comment="in the shapes the API answers with; no personal data"),
+    sa.Index(None, "program_id", "xid", "id"),
+    sa.Index(None, "member_id", "xid", "id"),
+    sa.Index(None, "recorded_at"),
+)
