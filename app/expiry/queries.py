@@ -5,8 +5,7 @@ SELECT * FROM ledger.expire_batch(p_as_of => $1, p_after => $2, p_limit => $3, p
 """
 EXPIRING = """
 WITH m AS (
-    SELECT m.id, b.activity_expires_at FROM members m JOIN member_balances b ON b.member_id = m.id
-    WHERE m.program_id = $1 AND m.external_id = $2
+    SELECT m.id, b.activity_expires_at FROM ledger.member($1, $2) m JOIN member_balances b ON b.member_id = m.id
 ), lots_due AS (
     SELECT ledger.lot_expires_at(l.expires_at, l.expires_on_inactivity, m.activity_expires_at) AS expires_at,
            l.remaining

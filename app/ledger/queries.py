@@ -9,6 +9,5 @@ ACTIVITY_JSON = "SELECT j::text FROM ledger.activity_read($1, $2, $3, $4) j"
 BALANCE = """
 SELECT b.member_ref AS member_id, b.available, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed,
        b.next_expiry_at, b.next_expiry_points, b.tier
-FROM members m CROSS JOIN LATERAL ledger.balance(m.id) b
-WHERE m.program_id = $1 AND m.external_id = $2
+FROM ledger.member($1, $2) m CROSS JOIN LATERAL ledger.balance(m.id) b
 """

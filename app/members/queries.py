@@ -34,13 +34,13 @@ SELECT * FROM m
 
 GET = f"""
 SELECT {_COLUMNS}, (SELECT t.tier FROM member_tiers t WHERE t.member_id = members.id) AS tier
-FROM members WHERE program_id = $1 AND external_id = $2
+FROM ledger.member($1, $2) members
 """
 
 # Erase personal data, keep the member (and so its ledger) intact.
 ERASE = f"""
 UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, attributes = '{{}}'::jsonb,
                    updated_at = now()
-WHERE program_id = $1 AND external_id = $2
+WHERE id = (SELECT m.id FROM ledger.member($1, $2) m)
 RETURNING {_COLUMNS}
 """

@@ -23,8 +23,7 @@ SELECT ledger.save_tier(p_program => $1, p_member_pk => $2, p_tier => $3, p_vali
 
 MEMBER = """
 SELECT m.id, t.tier, t.valid_until, t.manual_tier, t.manual_until, t.since
-FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
-WHERE m.program_id = $1 AND m.external_id = $2
+FROM ledger.member($1, $2) m LEFT JOIN member_tiers t ON t.member_id = m.id
 """
 
 MEMBER_HISTORY = """

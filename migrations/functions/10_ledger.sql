@@ -57,6 +57,13 @@ LANGUAGE sql IMMUTABLE AS $$
         ELSE 'member_suspended' END::ledger.status
 $$;
 
+-- THE lookup of a member by the program's own reference: every function and query that takes a member_ref finds the
+-- member here (inlined by the planner: the unique index on (program_id, external_id)).
+CREATE FUNCTION ledger.member(p_program uuid, p_member_ref text) RETURNS SETOF members
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM members m WHERE m.program_id = p_program AND m.external_id = p_member_ref
+$$;
+
 -- Lock a member's balance row: the one lock of every change to the member's balances, lots and holds.
 CREATE FUNCTION ledger.lock_member(p_member_pk bigint) RETURNS member_balances
 LANGUAGE sql AS $$ SELECT * FROM member_balances WHERE member_id = p_member_pk FOR UPDATE $$;
@@ -148,13 +155,12 @@ RETURNS SETOF json LANGUAGE sql STABLE AS $$
                          '[]'::json),
         'next_cursor', CASE WHEN count(x.id) > p_limit
                             THEN ledger.public_id('ent', min(x.id) FILTER (WHERE x.n <= p_limit)) END)
-      FROM members m
+      FROM ledger.member(p_program, p_member_ref) m
       LEFT JOIN LATERAL (
           SELECT e.id, row_number() OVER (ORDER BY e.id DESC) AS n FROM entries e
            WHERE e.member_id = m.id AND (p_before IS NULL OR e.id < ledger.row_id('ent', p_before))
            ORDER BY e.id DESC LIMIT p_limit + 1
       ) x ON true
       LEFT JOIN LATERAL ledger.entry_json(x.id) ej ON true
-     WHERE m.program_id = p_program AND m.external_id = p_member_ref
      GROUP BY m.id
 $$;

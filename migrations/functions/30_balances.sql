@@ -60,6 +60,5 @@ $$;
 
 -- GET /v1/members/{member_id}/balance: the JSON of the answer, or NULL when the member does not exist.
 CREATE FUNCTION ledger.balance_read(p_program uuid, p_member_ref text) RETURNS SETOF json LANGUAGE sql STABLE AS $$
-    SELECT j FROM members m CROSS JOIN LATERAL ledger.balance_json(m.id) j
-     WHERE m.program_id = p_program AND m.external_id = p_member_ref
+    SELECT j FROM ledger.member(p_program, p_member_ref) m CROSS JOIN LATERAL ledger.balance_json(m.id) j
 $$;

@@ -15,7 +15,7 @@ BEGIN
     IF a.status IS NOT NULL THEN
         RETURN a;
     END IF;
-    SELECT m.id INTO v_member FROM members m WHERE m.program_id = p_program AND m.external_id = p_member_ref;
+    SELECT m.id INTO v_member FROM ledger.member(p_program, p_member_ref) m;
     IF NOT FOUND THEN
         RETURN ledger.refusal('member_not_found');
     END IF;

@@ -101,7 +101,7 @@ BEGIN
     IF a.status IS NOT NULL THEN
         RETURN a;
     END IF;
-    SELECT * INTO m FROM members x WHERE x.program_id = p_program AND x.external_id = p_member_ref;
+    SELECT * INTO m FROM ledger.member(p_program, p_member_ref);
     IF NOT FOUND THEN
         RETURN ledger.refusal('member_not_found');
     END IF;

@@ -77,7 +77,7 @@ RETURNS SETOF ledger.purchase_context LANGUAGE sql STABLE AS $$
            coalesce(x.points, 0), coalesce(x.spend, 0), coalesce(x.purchases, 0),
            (SELECT p.content_hash FROM purchases p WHERE p.program_id = p_program AND p.order_id = p_order_id)
       FROM (SELECT 1) one
-      LEFT JOIN members m ON m.program_id = p_program AND m.external_id = p_member_ref
+      LEFT JOIN ledger.member(p_program, p_member_ref) m ON true
       LEFT JOIN member_balances b ON b.member_id = m.id
       LEFT JOIN member_tiers t ON t.member_id = m.id
       LEFT JOIN LATERAL ledger.tier_metrics(ARRAY[m.id], p_window_start, p_occurred_at, p_bonuses) x

@@ -18,7 +18,7 @@ RETURNS SETOF ledger.event_context LANGUAGE sql STABLE AS $$
     SELECT m.id, b.facts_version, coalesce(c.today, 0), coalesce(c.this_month, 0), coalesce(c.ever, 0),
            x.member_ref, x.name
       FROM (SELECT 1) one
-      LEFT JOIN members m ON m.program_id = p_program AND m.external_id = p_member_ref
+      LEFT JOIN ledger.member(p_program, p_member_ref) m ON true
       LEFT JOIN member_balances b ON b.member_id = m.id
       LEFT JOIN LATERAL (
           SELECT count(*) FILTER (WHERE e.occurred_at >= p_day_start
