@@ -22,6 +22,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "hold_too_long": (422, "The hold would outlive the program's hold_max_seconds"),
     "idempotency_key_reused": (422, "Idempotency-Key already used for a different request"),
     "idempotency_key_missing": (400, "Idempotency-Key header required"),
+    "idempotency_key_invalid": (400, "Idempotency-Key header sent twice or malformed"),
     "malformed_request": (400, "The request body could not be parsed"),
     "unauthorized": (401, "Missing, invalid or revoked API key"),
     "insufficient_scope": (403, "The API key lacks the scope this operation needs"),

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 
 from app.api.auth import Principal, require
 from app.api.deps import Admin, Pool
-from app.api.idempotency import IdempotencyKey, run_idempotent
+from app.api.idempotency import run_idempotent
+from app.api.idempotency_key import IdempotencyKey
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
