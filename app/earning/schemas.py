@@ -7,7 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.earning.rules import (
     Award,
@@ -56,6 +57,18 @@ class PurchaseCreate(BaseModel):
     channel: Channel = "pos"
     store_id: Code | None = None
     lines: list[PurchaseLine] = Field(min_length=1, max_length=5000)
+
+    @field_validator("paid_with_points")
+    @classmethod
+    def _points_within_total(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        # issue-12 F4: checked with the request's validation (422 naming the field), not only by the
+        # evaluator's own model, where it surfaced as an unhandled error (500).
+        total = info.data.get("total")
+        if total is not None and value > total:
+            raise PydanticCustomError("paid_with_points_above_total",
+                                      "paid_with_points must not exceed total ({paid} > {total})",
+                                      {"paid": str(value), "total": str(total)})
+        return value
 
 
 class PurchaseQuoteRequest(PurchaseCreate):

@@ -307,9 +307,16 @@ async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) 
     evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in event_periods_needed(rules, data.name)})
     expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "event",
                         ZoneInfo(p.timezone))
-    row = await conn.fetchrow(q.EVENT, p.program_id, ctx["member_pk"], data.event_id, data.name, occurred_at,
-                              evaluation.points, expiry.expires_at, data.metadata, expiry.on_inactivity,
-                              expiry.activity_expires_at)
+    try:
+        row = await conn.fetchrow(q.EVENT, p.program_id, ctx["member_pk"], data.event_id, data.name, occurred_at,
+                                  evaluation.points, expiry.expires_at, data.metadata, expiry.on_inactivity,
+                                  expiry.activity_expires_at)
+    except asyncpg.UniqueViolationError:
+        # issue-12 F4: the same event_id posted concurrently for another member (each request holds only its
+        # own member's lock, so neither saw the other's row): the loser is the documented 409, like a purchase's
+        # order_id; the same member's duplicates serialise on its lock and replay instead.
+        raise DomainError("external_ref_conflict",
+                          f"event_id {data.event_id!r} was posted with other content.") from None
     return 201, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
                             points=evaluation.points, evaluation=evaluation, entry_id=row["entry_id"],
                             balance=await get_balance(conn, p.program_id, data.member_id))

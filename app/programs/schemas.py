@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.json_limits import FreeFormObject
 from app.money import is_currency
 
 Scope = Literal["earn", "redeem", "read", "admin"]
@@ -46,7 +47,7 @@ class ProgramUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    settings: dict[str, Any] | None = Field(
+    settings: FreeFormObject | None = Field(
         default=None, description="Settings to change; fields left out keep their value")
 
 
@@ -56,7 +57,7 @@ class ProgramCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     currency: Annotated[str, Field(description="ISO 4217 code", examples=["EUR"])]
     timezone: Annotated[str, Field(description="IANA time zone", examples=["Europe/Berlin"])] = "UTC"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: FreeFormObject = Field(default_factory=dict)
 
     @field_validator("currency")
     @classmethod
