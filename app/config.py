@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=0.0, description="Requests per second allowed per API key and process (0 = no limit)")
     rate_limit_burst: int = Field(default=100, description="Requests an API key may burst above the rate")
+    auth_failure_rate_per_second: float = Field(
+        default=10.0, description="Failed key lookups (unknown key, wrong secret, revoked) allowed per second per "
+        "client address and per key prefix, in each process; beyond the burst, uncached keys from that address "
+        "or prefix are answered 429 authentication_rate_limited without a database lookup (0 = no limit)")
+    auth_failure_burst: int = Field(default=200, description="Failed key lookups allowed in a burst")
+    metrics_enabled: bool = Field(
+        default=False, description="Serve Prometheus metrics on /metrics (off: 404). They are per process and "
+        "unauthenticated: enable only where the port is not reachable by clients, or filter /metrics in front")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
     api_key_cache_seconds: float = Field(
         default=60.0,

@@ -44,6 +44,8 @@ CATALOG: dict[str, tuple[int, str]] = {
     "member_busy": (409, "The member is busy with other requests; retry"),
     "payload_too_large": (413, "Request body too large"),
     "rate_limited": (429, "Too many requests for this API key; retry after the given seconds"),
+    "authentication_rate_limited": (429, "Too many failed authentications from this client or for this key; "
+                                         "retry after the given seconds"),
     "unsupported_media_type": (415, "Request body must be application/json"),
     "internal_error": (500, "Internal error"),
     "database_unavailable": (503, "The database is unavailable; retry"),

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.auth import KeyCache, KeyInvalidation, RateLimiter
+from app.api.auth import FailedAuthLimiter, KeyCache, KeyInvalidation, RateLimiter
 from app.api.problems import Problem, install_handlers
 from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
 from app.config import Settings, get_settings
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.failed_auth_limiter = FailedAuthLimiter(settings.auth_failure_rate_per_second,
+                                                      settings.auth_failure_burst)
     install_handlers(app)
     for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):
         app.include_router(module.router)

@@ -458,3 +458,22 @@ def test_json_depth_counts_levels_iteratively():
 
     assert (json_depth(1), json_depth({}), json_depth({"a": []}), json_depth([[[]]])) == (0, 1, 2, 3)
     assert json_depth(_nested(100_000)) == 100_000  # no recursion
+
+
+# --- issue 12 F9: every order id posted can be read back ---------------------------------------------------------
+
+
+async def test_order_ids_that_could_not_be_read_back_are_refused_and_the_rest_read_back(tenant, db):
+    from urllib.parse import quote
+
+    lines = [{"sku": "A", "quantity": 1, "unit_price": "1.00"}]
+    for bad in ("a/b", "/", "a\\b", ".", "..", "a\nb", "a\x00b", "tab\there"):
+        r = await _post(tenant, _purchase("oid", bad, lines))
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", (bad, r.text)
+        assert ["body", "order_id"] in [e["loc"] for e in r.json()["errors"]], bad
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE program_id = $1", tenant.program_id) == 0
+    for good in ("a%2Fb", "ord 7 ", "...", "a.b", "caf\u00e9", "#1?x=2", "a+b&c", "%"):
+        r = await _post(tenant, _purchase("oid", good, lines))
+        assert r.status_code == 201, (good, r.text)
+        got = await tenant.client.get(f"/v1/purchases/{quote(good, safe='')}", headers=tenant.headers())
+        assert got.status_code == 200 and got.json()["order_id"] == good, (good, got.text)

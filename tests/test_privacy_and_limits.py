@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from app.config import Settings
@@ -52,6 +54,80 @@ async def test_rate_limit_per_key_answers_429_with_retry_after(settings):
         assert (await client.get("/v1/program", headers=tenant.headers(other))).status_code == 200
 
 
+class CountingPool:
+    """The app's real pool, counting the key lookups that reach it (everything is forwarded)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.lookups = 0
+
+    async def fetchrow(self, query, *args, **kwargs):
+        from app.programs.queries import AUTHENTICATE
+
+        if query == AUTHENTICATE:
+            self.lookups += 1
+        return await self.pool.fetchrow(query, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+
+async def test_failed_key_lookups_are_limited_per_address_and_prefix_without_a_database_lookup(settings):
+    """issue 12 F9: every invalid key used to cost a database lookup, without limit. Failed lookups now cost a
+    token per client address and per key prefix; with the bucket empty, uncached keys are refused 429 before
+    any lookup, while a valid key already cached keeps working and malformed keys never reach the database."""
+    from app.main import create_app
+
+    app = create_app(settings.model_copy(update={"auth_failure_rate_per_second": 0.01, "auth_failure_burst": 3,
+                                                 "api_key_cache_seconds": 600.0}))
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4711))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for _ in range(50):
+            if app.state.key_cache.listening:
+                break
+            await asyncio.sleep(0.05)
+        counting = CountingPool(app.state.pool)
+        app.state.pool = counting
+        tenant = await make_tenant(app, client)
+        good = tenant.headers()
+        assert (await client.get("/v1/program", headers=good)).status_code == 200  # now cached
+        lookups = counting.lookups
+        unknown = {"Authorization": "Bearer plk_000000000000_" + "A" * 43}
+        statuses = [(await client.get("/v1/program", headers=unknown)).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401] and counting.lookups == lookups + 3
+        r = await client.get("/v1/program", headers=unknown)
+        assert r.status_code == 429 and r.json()["code"] == "authentication_rate_limited"
+        assert int(r.headers["retry-after"]) >= 1
+        # a well-formed key with another prefix from the same address: refused too, before any lookup
+        other = {"Authorization": "Bearer plk_111111111111_" + "B" * 43}
+        assert (await client.get("/v1/program", headers=other)).status_code == 429
+        assert counting.lookups == lookups + 3
+        # malformed keys never cost a lookup (and stay 401)
+        assert (await client.get("/v1/program", headers={"Authorization": "Bearer nope"})).status_code == 401
+        # the valid key, cached, keeps working from the limited address
+        assert (await client.get("/v1/program", headers=good)).status_code == 200
+        assert counting.lookups == lookups + 3
+        # another address is not held up by this one's failures
+        transport_b = httpx.ASGITransport(app=app, client=("198.51.100.9", 1))
+        async with httpx.AsyncClient(transport=transport_b, base_url="http://t") as client_b:
+            assert (await client_b.get("/v1/program", headers=other)).status_code == 401
+            # ...but guesses at one prefix from many addresses empty that prefix's bucket
+            wrong = {"Authorization": f"Bearer {tenant.admin_key[:17]}{'x' * 43}"}
+            for i in range(3):
+                t = httpx.ASGITransport(app=app, client=(f"192.0.2.{i}", 1))
+                async with httpx.AsyncClient(transport=t, base_url="http://t") as c:
+                    assert (await c.get("/v1/program", headers=wrong)).status_code == 401
+            assert (await client_b.get("/v1/program", headers=wrong)).status_code == 429
+            assert (await client_b.get("/v1/program", headers=good)).status_code == 200  # cached
+
+
+def test_failed_auth_buckets_are_bounded():
+    from app.api.auth import FailedAuthLimiter
+
+    limiter = FailedAuthLimiter(rate=1.0, burst=1)
+    for i in range(FailedAuthLimiter.CAPACITY + 500):
+        limiter.failed(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", f"{i:012x}")
+    assert len(limiter.addresses) == len(limiter.prefixes) == FailedAuthLimiter.CAPACITY
 
 
 async def test_cors_is_closed_by_default(client):

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
@@ -23,7 +24,8 @@ from app.errors import DomainError
 from app.programs import queries as q
 from app.programs.context import Principal
 
-__all__ = ["KeyCache", "KeyInvalidation", "Principal", "RateLimiter", "authenticate", "authorize", "bearer",
+__all__ = ["FailedAuthLimiter", "KeyCache", "KeyInvalidation", "Principal", "RateLimiter", "authenticate",
+           "authorize", "bearer",
            "refusal_before_body", "require", "required_scopes"]
 from app.programs.keys import hash_key, matches, parse_prefix
 from app.programs.schemas import ProgramSettings
@@ -45,6 +47,11 @@ class KeyCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self.listening = False
+        # issue-12 F1: bumped by every eviction and clear. A lookup reads it before going to the database and
+        # hands it to put(): if anything was invalidated meanwhile, the lookup's answer may predate it (its
+        # snapshot was taken before the revocation committed, its result arrived after the NOTIFY was handled)
+        # and is not cached. Without this, such an answer stayed cached for the whole TTL.
+        self.generation = 0
         self._items: dict[bytes, tuple[float, Principal]] = {}
 
     @property
@@ -59,14 +66,15 @@ class KeyCache:
             return None
         return item[1]
 
-    def put(self, digest: bytes, principal: Principal) -> None:
-        if self.active:
+    def put(self, digest: bytes, principal: Principal, generation: int) -> None:
+        if self.active and generation == self.generation:
             if len(self._items) > 10_000:
                 self._items.clear()
             self._items[digest] = (time.monotonic() + self.ttl, principal)
 
     def evict(self, message: str) -> None:
         """``key:<id>`` or ``program:<id>``; anything else clears everything."""
+        self.generation += 1
         kind, _, ident = message.partition(":")
         for k, (_, p) in list(self._items.items()):
             if (kind == "key" and str(p.key_id) == ident) or (kind == "program" and str(p.program_id) == ident):
@@ -75,6 +83,7 @@ class KeyCache:
             self._items.clear()
 
     def clear(self) -> None:
+        self.generation += 1
         self._items.clear()
 
 
@@ -155,6 +164,67 @@ class RateLimiter:
         return None
 
 
+class _Buckets:
+    """Token buckets by name, least recently used evicted beyond ``capacity`` (memory stays bounded whatever
+    the number of addresses or prefixes a client invents)."""
+
+    def __init__(self, rate: float, burst: int, capacity: int) -> None:
+        self.rate = rate
+        self.burst = float(max(burst, 1))
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _tokens(self, name: str, now: float) -> float:
+        tokens, stamp = self._items.get(name, (self.burst, now))
+        return min(self.burst, tokens + (now - stamp) * self.rate)
+
+    def wait(self, name: str, now: float) -> float | None:
+        """Seconds until ``name`` may fail once more, or None when it may now."""
+        tokens = self._tokens(name, now)
+        return None if tokens >= 1 else (1 - tokens) / self.rate
+
+    def take(self, name: str, now: float) -> None:
+        self._items[name] = (self._tokens(name, now) - 1, now)
+        self._items.move_to_end(name)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class FailedAuthLimiter:
+    """issue-12 F9: failed key lookups cost a token, per client address and per key prefix (each process on
+    its own). With either bucket empty, a key that is not in the cache is refused (429
+    ``authentication_rate_limited``, with ``Retry-After``) *before* any database lookup, so guessing keys
+    costs the guesser time and costs the database nothing. Keys already cached (they were valid moments ago)
+    are not held up; malformed keys never reach the database and cost nothing. Off when rate <= 0.
+
+    Behind a proxy the address is the proxy's (``proxy_headers`` is off): the address bucket then limits the
+    failed lookups of all its clients together, while valid cached keys keep working."""
+
+    CAPACITY = 10_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.addresses = _Buckets(rate, burst, self.CAPACITY)
+        self.prefixes = _Buckets(rate, burst, self.CAPACITY)
+
+    def wait(self, address: str, prefix: str) -> float | None:
+        if self.rate <= 0:
+            return None
+        now = time.monotonic()
+        waits = [w for w in (self.addresses.wait(address, now), self.prefixes.wait(prefix, now)) if w is not None]
+        return max(waits) if waits else None
+
+    def failed(self, address: str, prefix: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        self.addresses.take(address, now)
+        self.prefixes.take(prefix, now)
+
+
 async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise DomainError("unauthorized", "Send an API key as `Authorization: Bearer <key>`.")
@@ -167,15 +237,24 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
     prefix = parse_prefix(key)
     if prefix is None:
         raise DomainError("unauthorized", "Malformed API key.")
+    limiter: FailedAuthLimiter = request.app.state.failed_auth_limiter
+    address = request.client.host if request.client else "unknown"
+    wait = limiter.wait(address, prefix)
+    if wait is not None:
+        raise DomainError("authentication_rate_limited", retry_after=max(1, math.ceil(wait)))
+    # issue-12 F1: the cache generation before the lookup. If an invalidation arrives while the lookup is in
+    # flight (its snapshot may predate the revocation), the answer is not cached.
+    generation = cache.generation
     row = await request.app.state.pool.fetchrow(q.AUTHENTICATE, prefix)
     if row is None or not matches(key, row["key_hash"]) or row["revoked_at"] is not None:
+        limiter.failed(address, prefix)
         raise DomainError("unauthorized", "Invalid or revoked API key.")
     principal = Principal(
         key_id=row["key_id"], program_id=row["program_id"], scopes=frozenset(row["scopes"]),
         currency=row["currency"], timezone=row["timezone"],
         settings=ProgramSettings.model_validate(row["settings"]),
     )
-    cache.put(digest, principal)
+    cache.put(digest, principal, generation)
     return principal
 
 

@@ -7,7 +7,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from app.earning.rules import (
@@ -23,7 +32,20 @@ from app.earning.rules import (
 )
 from app.ledger.schemas import Balance, MemberRef, Metadata
 
-OrderId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+def _readable_in_a_path(value: str) -> str:
+    """issue-12 F9: an order id must be readable back as ``GET /v1/purchases/{order_id}``. A ``/`` (also sent as
+    ``%2F``, which the server decodes before routing) or a ``\\`` (browsers read it as ``/``) splits the path,
+    ``.`` and ``..`` are removed by clients as dot segments, and control characters are not sent at all: such an
+    id could be posted but never read or returned, so it is refused at posting."""
+    if value in (".", "..") or any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise PydanticCustomError(
+            "order_id_unreadable", "an order id must not contain '/', '\\' or control characters, nor be '.' or '..'"
+            " (it must be readable back as GET /v1/purchases/{order_id})")
+    return value
+
+
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_readable_in_a_path)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
