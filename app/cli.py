@@ -35,6 +35,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.db.migrate import upgrade
     from app.observability import configure_logging
 
+    # issue-12 F6: read deadlines. Through the environment, so every worker process (and app.http_protocol,
+    # which reads them from the settings) sees the same values.
+    for flag, variable in ((args.header_timeout, "PL_HEADER_TIMEOUT_SECONDS"),
+                           (args.body_timeout, "PL_BODY_TIMEOUT_SECONDS")):
+        if flag is not None:
+            os.environ[variable] = str(flag)
+    get_settings.cache_clear()
+    settings = get_settings()
     configure_logging(settings.log_level)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
     # process before exit hooks run, and the embedded Postgres (stopped by such a hook) would be left
@@ -52,6 +60,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         "app.main:create_app", factory=True, host=args.host or settings.host, port=args.port or settings.port,
         workers=args.workers or settings.workers, json_log_level=settings.log_level, log_config=None,
         access_log=False, timeout_graceful_shutdown=20, proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 
@@ -289,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--no-migrate", action="store_true")
+    p.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                   help="a request head must arrive within this (default PL_HEADER_TIMEOUT_SECONDS, 10; 0: off)")
+    p.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                   help="a request body must arrive within this after its head (default PL_BODY_TIMEOUT_SECONDS, "
+                   "30; 0: off)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("migrate", help="upgrade the database schema")

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     )
     idempotency_retention_days: int = 7
     max_body_bytes: int = 1_048_576
+    header_timeout_seconds: float = Field(
+        default=10.0, ge=0, description="A request's head must arrive within this many seconds of the connection "
+        "(or of the request's first byte on a keep-alive connection); then 408 and the connection closes (0: off)")
+    body_timeout_seconds: float = Field(
+        default=30.0, ge=0, description="A request's whole body must arrive within this many seconds of its head; "
+        "then 408 and the connection closes (0: off)")
+    keep_alive_seconds: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this")
     migrate_on_start: bool = True
     log_level: str = "INFO"
     scheduler_enabled: bool = Field(

@@ -42,6 +42,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "order_already_posted": (409, "This order_id was already posted with different content"),
     "return_already_posted": (409, "This return_id was already posted with different content"),
     "member_busy": (409, "The member is busy with other requests; retry"),
+    "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body too large"),
     "rate_limited": (429, "Too many requests for this API key; retry after the given seconds"),
     "authentication_rate_limited": (429, "Too many failed authentications from this client or for this key; "
