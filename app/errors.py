@@ -19,6 +19,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "capture_exceeds_hold": (422, "Cannot capture more points than are held"),
     "refund_exceeds_redemption": (422, "Cannot refund more points than remain on the redemption"),
     "currency_mismatch": (422, "The currency is not the program's currency"),
+    "occurred_at_too_old": (422, "occurred_at is older than the program accepts"),
     "hold_too_long": (422, "The hold would outlive the program's hold_max_seconds"),
     "idempotency_key_reused": (422, "Idempotency-Key already used for a different request"),
     "idempotency_key_missing": (400, "Idempotency-Key header required"),

@@ -131,11 +131,12 @@ async def test_a_rule_change_never_alters_earlier_purchases(tenant):
     before = (await _post(tenant, _purchase("v", "v-1", lines, occurred_at="2026-11-19T22:00:00Z"))).json()
     after = (await _post(tenant, _purchase("v", "v-2", lines, occurred_at="2026-11-20T00:00:00Z"))).json()
     now = (await _post(tenant, _purchase("v", "v-3", lines, occurred_at=None))).json()
-    early = (await _post(tenant, _purchase("v", "v-0", lines, occurred_at="2025-06-01T00:00:00Z"))).json()
+    early = await _post(tenant, _purchase("v", "v-0", lines, occurred_at="2025-06-01T00:00:00Z"))
     assert (before["purchase"]["points"], before["purchase"]["rule_version"]) == (10, 1)
     assert (after["purchase"]["points"], after["purchase"]["rule_version"]) == (100, 2)
     assert (now["purchase"]["points"], now["purchase"]["rule_version"]) == (100, 2)  # v3 is not in force yet
-    assert (early["purchase"]["points"], early["purchase"]["rule_version"]) == (10, 0)  # the default rules
+    # before the program's first rules: refused (issue 12 F2); version 0 never applies to a program with rules
+    assert early.status_code == 422 and early.json()["code"] == "occurred_at_too_old"
     versions = (await tenant.client.get("/v1/program/earn-rules/versions", headers=tenant.headers())).json()
     assert [v["version"] for v in versions["data"]] == [1, 2, 3]
     current = (await tenant.client.get("/v1/program/earn-rules", headers=tenant.headers())).json()

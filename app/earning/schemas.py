@@ -118,6 +118,7 @@ class ReturnInfo(BaseModel):
     points: int = Field(description="Points clawed back")
     shortfall: int = Field(description="Points that could not be taken back (clamp policy)")
     created_at: datetime
+    occurred_at: datetime = Field(description="When the return happened (default: when it was recorded)")
 
 
 class Purchase(BaseModel):
@@ -147,11 +148,16 @@ class ReturnCreate(BaseModel):
     return_id: ClientId = Field(description="Your return id; unique per purchase")
     lines: list[ReturnedLine] | None = Field(default=None, min_length=1, max_length=5000)
     amount: Annotated[Money, Field(gt=0)] | None = Field(default=None, description="A refunded amount instead of lines")
+    occurred_at: AwareDatetime | None = Field(
+        default=None, description="When the return happened (an offline POS sends returns late); default now. Not "
+        "before the purchase, not in the future. The clawback entry is dated then, and the return window is judged "
+        "then: a return inside it takes the points from the purchase's pending points")
 
 
 class ReturnResult(BaseModel):
     order_id: str
     return_id: str
+    occurred_at: datetime = Field(description="When the return happened")
     points: int = Field(description="Points clawed back by this return")
     shortfall: int = Field(description="Points the clamp policy could not take back")
     clawback: ClawbackResult

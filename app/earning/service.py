@@ -24,10 +24,12 @@ from app.earning.rules import (
     MemberFacts,
     ReturnRequest,
     RuleSet,
+    applied_rule_ids,
     clawback,
     evaluate,
     evaluate_event,
     event_periods_needed,
+    rule_periods_needed,
 )
 from app.earning.rules import Purchase as RulesPurchase
 from app.earning.schemas import (
@@ -68,7 +70,9 @@ def with_tier_multiplier(rules: RuleSet, config: TierConfig | None, tier: str | 
     if factor == 1 or tier is None:
         return rules
     rule_id = "tier:" + re.sub(r"[^A-Za-z0-9._:\-]", "-", tier)[:59]
-    rule = EarnRule(id=rule_id, kind="multiplier", factor=factor, priority=1_000_000,
+    # issue-12: on the base points only, if the rule set says so (tier_multiplier_applies_to)
+    applies_to = "base" if rules.tier_multiplier_applies_to == "base" else None
+    rule = EarnRule(id=rule_id, kind="multiplier", factor=factor, priority=1_000_000, applies_to=applies_to,
                     description=f"{tier} tier multiplier", conditions=Conditions(tiers=[tier]))
     return rules.model_copy(update={"rules": [*rules.rules, rule]})
 
@@ -133,6 +137,47 @@ def _occurred_at(value: datetime | None) -> datetime:
     return value
 
 
+# --- issue 12 F2: how far back a purchase or event may be dated ---------------------------------------------------
+
+
+def _context_refusal(status: str) -> DomainError:
+    """The refusal for a context status that is not 'ok' (a catalogue code)."""
+    if status == "occurred_at_too_old":
+        return DomainError(status, "occurred_at is before the program's first earn rules; the built-in default "
+                           "rules never apply to a program that has rules.", reason="before_program_start")
+    return DomainError(status)
+
+
+def _check_backdate(p: Principal, occurred_at: datetime) -> None:
+    """The program's ``max_backdate_days`` (unset: no age limit beyond the program's first earn rules)."""
+    days = p.settings.max_backdate_days
+    if days is not None and occurred_at < datetime.now(UTC) - timedelta(days=days):
+        raise DomainError("occurred_at_too_old", f"occurred_at is more than {days} days ago (program setting "
+                          "max_backdate_days).", reason="max_backdate_days", max_backdate_days=days)
+
+
+# --- issue 12: limited rules ---------------------------------------------------------------------------------------
+
+
+def _rule_counts(rules: RuleSet, counts: Any) -> dict[str, dict[str, int]]:
+    """The counts the evaluator needs for ``rules`` (``ledger_rule_counts``' answer; a rule or period it does not
+    name has none yet)."""
+    known = counts or {}
+    return {rule_id: {per: int(known.get(rule_id, {}).get(per, 0)) for per in periods}
+            for rule_id, periods in rule_periods_needed(rules).items()}
+
+
+async def _record_limited_rules(conn: asyncpg.Connection, p: Principal, member_pk: int, purchase_id: int,
+                                occurred_at: datetime, rules: RuleSet, award: Award) -> None:
+    """Record each limited rule the award applied, so that later purchases count it (one statement, only when
+    a limited rule applied)."""
+    applied = applied_rule_ids(award)
+    limited = [rule for rule in rules.rules if rule.limits and rule.id in applied]
+    if limited:
+        await conn.execute(q.RECORD_RULE_AWARDS, p.program_id, member_pk, purchase_id, occurred_at,
+                           [rule.id for rule in limited], [rule.personal for rule in limited])
+
+
 def _rules_purchase(data: PurchaseCreate, occurred_at: datetime) -> RulesPurchase:
     return RulesPurchase(occurred_at=occurred_at, channel=data.channel, store_id=data.store_id, total=data.total,
                          paid_with_points=data.paid_with_points, lines=data.lines)
@@ -148,7 +193,7 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
     ctx = await conn.fetchrow(q.PURCHASE_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
                               data.order_id, given, p.timezone)
     if ctx["status"] != "ok":
-        raise DomainError(ctx["status"])
+        raise _context_refusal(ctx["status"])
     occurred_at: datetime = ctx["occurred_at"]
     digest = content_hash(data)
     if ctx["existing_purchase_id"] is not None:
@@ -157,13 +202,15 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
         existing = await get_purchase(conn, p, data.order_id)
         balance = await get_balance(conn, p.program_id, existing.member_id)
         return 200, PurchaseResult(purchase=existing, balance=balance, replayed=True)
+    _check_backdate(p, occurred_at)  # issue-12 F2 (after the replay: an order posted in time always replays)
 
     rules = _rules(ctx["rule_version_id"], ctx["rules"])
     tier_config = config_from_row(ctx["tier_config_id"], ctx["tier_config"])
     tier = ctx["tier_then"] or (tier_config.tiers[0].name if tier_config else None)
     rules = with_tier_multiplier(rules, tier_config, tier)
     facts = MemberFacts(tier=tier, birthday=ctx["birthday"], first_purchase=ctx["first_purchase"],
-                        earned_today=ctx["earned_today"], earned_this_month=ctx["earned_this_month"])
+                        earned_today=ctx["earned_today"], earned_this_month=ctx["earned_this_month"],
+                        rule_counts=_rule_counts(rules, ctx["rule_counts"]))
     tz = ZoneInfo(p.timezone)
     award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
     available_at = occurred_at + timedelta(days=p.settings.pending_days)
@@ -180,6 +227,7 @@ async def post_purchase(conn: asyncpg.Connection, p: Principal, data: PurchaseCr
         )
     except asyncpg.UniqueViolationError:
         raise DomainError("order_already_posted", f"Order {data.order_id!r} was posted for another member.") from None
+    await _record_limited_rules(conn, p, ctx["member_pk"], row["purchase_id"], occurred_at, rules, award)  # issue-12
     balance = balance_of(row)
     new_tier = await after_purchase(conn, p, ctx, occurred_at, data.order_id, row)
     if new_tier is not None:
@@ -202,6 +250,10 @@ async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, 
     """The same evaluation as posting, as a dry run: nothing is written and no key is needed."""
     _check_money(p, data)
     occurred_at = _occurred_at(data.occurred_at)
+    version = await versions.in_force(conn, versions.EARN_RULES, p.program_id, occurred_at)
+    if version is None and await conn.fetchval(q.HAS_RULE_VERSIONS, p.program_id):  # issue-12 F2
+        raise _context_refusal("occurred_at_too_old")
+    _check_backdate(p, occurred_at)
     tz = ZoneInfo(p.timezone)
     local = occurred_at.astimezone(tz)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -209,15 +261,19 @@ async def quote_purchase(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, 
     next_month = (month + timedelta(days=32)).replace(day=1)
     row = await conn.fetchrow(q.RULE_CONTEXT_FOR_QUOTE, p.program_id, data.member_id, day, day + timedelta(days=1),
                               month, next_month)
-    version = await versions.in_force(conn, versions.EARN_RULES, p.program_id, occurred_at)
     rules = _rules(version["id"] if version else None, version["document"] if version else None)
     tier_row = await versions.in_force(conn, versions.TIERS, p.program_id, occurred_at)
     tier_config = config_from_row(tier_row["id"], tier_row["document"]) if tier_row else None
     tier = (row["tier"] if row else None) or (tier_config.tiers[0].name if tier_config else None)
     rules = with_tier_multiplier(rules, tier_config, tier)
+    counts = None
+    if row is not None and rule_periods_needed(rules):  # issue-12: the member's counts of the limited rules
+        counts = await conn.fetchval(q.RULE_COUNTS, row["member_pk"], rules.model_dump(mode="json"), occurred_at,
+                                     p.timezone)
     facts = MemberFacts(
         tier=tier, birthday=row["birthday"] if row else None, first_purchase=row["first_purchase"] if row else True,
         earned_today=row["earned_today"] if row else 0, earned_this_month=row["earned_this_month"] if row else 0,
+        rule_counts=_rule_counts(rules, counts),
     )
     award = evaluate(rules, _rules_purchase(data, occurred_at), facts, tz)
     return PurchaseQuote(member_id=data.member_id, points=award.points, award=award,
@@ -264,25 +320,43 @@ async def post_return(
         if ctx["existing_hash"] != digest:
             raise DomainError("return_already_posted", f"Return {data.return_id!r} was posted with other content.")
         stored = next(r for r in await conn.fetch(
-            "SELECT points, shortfall, result FROM purchase_returns WHERE id = $1", ctx["existing_return_id"]))
-        return 200, ReturnResult(order_id=order_id, return_id=data.return_id, points=stored["points"],
-                                 shortfall=stored["shortfall"], clawback=stored["result"],
+            "SELECT points, shortfall, result, occurred_at FROM purchase_returns WHERE id = $1",
+            ctx["existing_return_id"]))
+        return 200, ReturnResult(order_id=order_id, return_id=data.return_id, occurred_at=stored["occurred_at"],
+                                 points=stored["points"], shortfall=stored["shortfall"], clawback=stored["result"],
                                  balance=await get_balance(conn, p.program_id, ctx["member_ref"]), replayed=True)
     if data.amount is not None and not fits_currency(data.amount, p.currency):
         raise DomainError("validation_error", f"amount has more decimals than {p.currency} allows.")
     award = Award.model_validate(ctx["award"])
     stored = ctx["purchase"]
     purchase = RulesPurchase.model_validate({k: v for k, v in stored.items() if k in RulesPurchase.model_fields})
+    returned_at = _return_occurred_at(data.occurred_at, purchase.occurred_at)  # issue-12: back-dated returns
     previous = [ReturnRequest.model_validate(e["request"]) for e in earlier]
     result = clawback(award, purchase, request, previous)
     row = await conn.fetchrow(
         q.CLAWBACK, p.program_id, ctx["purchase_id"], data.return_id, digest,
         request.model_dump(mode="json", exclude_none=True), result.model_dump(mode="json"), result.points,
-        p.settings.negative_balance_on_return, sum(line.points for line in result.lines),
+        p.settings.negative_balance_on_return, sum(line.points for line in result.lines), returned_at,
     )
+    if result.released_rule_ids:  # issue-12: rules taken back entirely count no more toward their limits
+        await conn.execute(q.RELEASE_RULE_AWARDS, ctx["purchase_id"], result.released_rule_ids)
     return 201, ReturnResult(order_id=order_id, return_id=data.return_id, points=row["clawed"],
+                             occurred_at=row["occurred_at"],
                              shortfall=row["shortfall"], clawback=result,
                              balance=await get_balance(conn, p.program_id, ctx["member_ref"]))
+
+
+def _return_occurred_at(value: datetime | None, purchased_at: datetime) -> datetime | None:
+    """issue-12: a return's ``occurred_at`` (None: now, the transaction's time): not in the future, not before
+    its purchase."""
+    if value is None:
+        return None
+    checked = _occurred_at(value)
+    if checked < purchased_at:
+        raise DomainError("validation_error", "occurred_at is before the purchase.", errors=[
+            {"loc": ["body", "occurred_at"], "msg": "must not be before the purchase's occurred_at",
+             "type": "before_purchase"}])
+    return checked
 
 
 # --- events ----------------------------------------------------------------------------------------------
@@ -293,7 +367,7 @@ async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) 
     ctx = await conn.fetchrow(q.EVENT_CONTEXT, p.program_id, data.member_id, p.settings.enrol_on_purchase,
                               data.event_id, data.name, occurred_at, p.timezone)
     if ctx["status"] != "ok":
-        raise DomainError(ctx["status"])
+        raise _context_refusal(ctx["status"])
     rules = _rules(ctx["rule_version_id"], ctx["rules"])
     if ctx["existing_event_id"] is not None:
         row = await conn.fetchrow(q.GET_EVENT, p.program_id, data.event_id)
@@ -303,6 +377,7 @@ async def post_event(conn: asyncpg.Connection, p: Principal, data: EventCreate) 
         return 200, EventResult(event_id=data.event_id, member_id=data.member_id, name=data.name,
                                 points=row["points"], evaluation=evaluation, entry_id=row["entry_id"],
                                 balance=await get_balance(conn, p.program_id, data.member_id), replayed=True)
+    _check_backdate(p, occurred_at)  # issue-12 F2
     counts = {"day": ctx["count_today"], "month": ctx["count_this_month"], "ever": ctx["count_ever"]}
     evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in event_periods_needed(rules, data.name)})
     expiry = expiry_for(policy_from_row(ctx["policy_version_id"], ctx["policy"]), occurred_at, "event",

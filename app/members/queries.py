@@ -42,5 +42,5 @@ ERASE = f"""
 UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, attributes = '{{}}'::jsonb,
                    updated_at = now()
 WHERE program_id = $1 AND external_id = $2
-RETURNING {_COLUMNS}
+RETURNING id, {_COLUMNS}
 """

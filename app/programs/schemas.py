@@ -41,6 +41,9 @@ class ProgramSettings(BaseModel):
         default=900, description="Hold lifetime when the request does not say")
     hold_max_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = Field(
         default=7 * 86400, description="Longest hold lifetime a request may ask for")
+    max_backdate_days: Annotated[int, Field(ge=1, le=36_600)] | None = Field(
+        default=None, description="Purchases and events dated more than this many days ago are refused (422 "
+        "occurred_at_too_old). Unset: no age limit, but never before the program's first earn rules")
 
 
 class ProgramUpdate(BaseModel):

@@ -169,13 +169,20 @@ END $$;
 -- then from other available points soonest-expiring first. What is left is either taken anyway,
 -- leaving `available` negative (p_policy 'allow'; later credits repay it first), or recorded as a
 -- shortfall and not taken (p_policy 'clamp').
+--
+-- issue-12: p_occurred_at, when the return happened (an offline POS sends returns late; NULL: now). The clawback
+-- entry is dated then, and the return is judged by it: if the purchase's return window had already ended at
+-- p_occurred_at, its points were available then, so a lot still flagged pending (the activation job has not run)
+-- is activated first and the points are taken as available; a return inside the window takes them from the
+-- purchase's own pending lot while it is still pending.
 CREATE FUNCTION ledger_clawback(p_program uuid, p_purchase bigint, p_return_id text, p_hash bytea,
                                 p_request jsonb, p_result jsonb, p_points bigint, p_policy text,
-                                p_line_points bigint)
-RETURNS TABLE (return_pk bigint, entry_id bigint, clawed bigint, shortfall bigint)
+                                p_line_points bigint, p_occurred_at timestamptz DEFAULT NULL)
+RETURNS TABLE (return_pk bigint, entry_id bigint, clawed bigint, shortfall bigint, occurred_at timestamptz)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    v_at timestamptz := coalesce(p_occurred_at, now());  -- issue-12
     p purchases%ROWTYPE;
     l lots%ROWTYPE;
     v_entry bigint;
@@ -189,6 +196,10 @@ DECLARE
 BEGIN
     SELECT * INTO p FROM purchases WHERE id = p_purchase AND program_id = p_program FOR UPDATE;
     SELECT * INTO l FROM lots WHERE id = p.lot_id;
+    IF FOUND AND l.pending AND l.available_at <= v_at THEN  -- issue-12: the window had ended at the return
+        PERFORM ledger_activate_due(p.member_id, now());
+        SELECT * INTO l FROM lots WHERE id = p.lot_id;
+    END IF;
     IF FOUND AND l.pending THEN
         v_from_pending := least(l.remaining, p_points);
     END IF;
@@ -203,7 +214,7 @@ BEGIN
 
     IF v_from_pending + v_from_lots + v_negative > 0 THEN
         INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
-        VALUES (p_program, p.member_id, 'clawback', now(), p.order_id || '/' || p_return_id, 'return',
+        VALUES (p_program, p.member_id, 'clawback', v_at, p.order_id || '/' || p_return_id, 'return',
                 jsonb_build_object('order_id', p.order_id, 'return_id', p_return_id, 'shortfall', v_shortfall))
         RETURNING id INTO v_entry;
         IF v_from_pending > 0 THEN
@@ -234,10 +245,11 @@ BEGIN
     END IF;
     -- the tier metric counts line points only: what came back stops qualifying, bonuses aside
     UPDATE purchases SET qualifying_clawed_back = qualifying_clawed_back + p_line_points WHERE id = p.id;
-    INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id)
-    VALUES (p.id, p_return_id, p_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry)
+    INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id,
+                                  occurred_at)
+    VALUES (p.id, p_return_id, p_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry, v_at)
     RETURNING id INTO v_return;
-    RETURN QUERY SELECT v_return, v_entry, p_points - v_shortfall, v_shortfall;
+    RETURN QUERY SELECT v_return, v_entry, p_points - v_shortfall, v_shortfall, v_at;
 END $$;
 
 -- Custom events: the member's lock, its earlier awards of this event (for per-day/month/ever limits),

@@ -12,13 +12,23 @@ CREATE INDEX ix_lots_pending_member ON lots (member_id, available_at) WHERE pend
 -- As in 0003, except that the points earned that local day and month are summed only when the rule
 -- version in force caps them (they feed nothing else), so a purchase by a member with thousands of
 -- purchases this month costs what one by a new member does.
-CREATE OR REPLACE FUNCTION ledger_purchase_context(p_program uuid, p_member_ref text, p_enrol boolean,
-                                                   p_order_id text, p_occurred_at timestamptz, p_tz text)
+--
+-- issue-12: two more things, so the return type differs from 0003's (hence DROP, then CREATE):
+-- * status 'occurred_at_too_old' when no rule version is in force at p_occurred_at although the program has
+--   rule versions: the purchase (or event) predates the program's first rules, and version 0 (the built-in
+--   default, no caps, no exclusions) never applies to a program that has rules. A replay of an order already
+--   posted is never refused this way.
+-- * rule_counts: the member's counts of the limited rules of the version in force, per period of their limits
+--   (ledger_rule_counts, migration 1201), for the evaluator's limits; NULL when no rule has limits.
+DROP FUNCTION ledger_purchase_context(uuid, text, boolean, text, timestamptz, text);
+CREATE FUNCTION ledger_purchase_context(p_program uuid, p_member_ref text, p_enrol boolean,
+                                        p_order_id text, p_occurred_at timestamptz, p_tz text)
 RETURNS TABLE (status text, member_pk bigint, birthday date, first_purchase boolean, earned_today bigint,
                earned_this_month bigint, rule_version_id bigint, rules jsonb, existing_purchase_id bigint,
                existing_hash bytea, policy_version_id bigint, policy jsonb, tier_config_id bigint,
                tier_config_version integer, tier_config jsonb, tier_then text, tier text,
-               tier_valid_until timestamptz, manual_tier text, manual_until timestamptz, rule_version integer)
+               tier_valid_until timestamptz, manual_tier text, manual_until timestamptz, rule_version integer,
+               rule_counts jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -36,7 +46,7 @@ BEGIN
             RETURN QUERY SELECT 'member_not_found'::text, NULL::bigint, NULL::date, NULL::boolean, NULL::bigint,
                                 NULL::bigint, NULL::bigint, NULL::jsonb, NULL::bigint, NULL::bytea, NULL::bigint,
                                 NULL::jsonb, NULL::bigint, NULL::integer, NULL::jsonb, NULL::text, NULL::text,
-                                NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::integer;
+                                NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::integer, NULL::jsonb;
             RETURN;
         END IF;
         INSERT INTO members (program_id, external_id) VALUES (p_program, p_member_ref)
@@ -52,7 +62,10 @@ BEGIN
 
     SELECT * INTO v_existing FROM purchases WHERE program_id = p_program AND order_id = p_order_id;
     RETURN QUERY
-    SELECT 'ok'::text, v_member, v_birthday,
+    SELECT CASE WHEN v.id IS NULL AND v_existing.id IS NULL
+                     AND EXISTS (SELECT 1 FROM earn_rule_versions r WHERE r.program_id = p_program)
+                THEN 'occurred_at_too_old' ELSE 'ok' END::text,  -- issue-12 F2
+           v_member, v_birthday,
            NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = v_member),
            CASE WHEN v.rules -> 'caps' ->> 'per_member_per_day' IS NULL THEN 0::bigint ELSE
                (SELECT coalesce(sum(p.points), 0)::bigint FROM purchases p
@@ -66,7 +79,10 @@ BEGIN
            x.id, x.policy, t.id, t.version, t.config,
            (SELECT h.to_tier FROM tier_history h WHERE h.member_id = v_member AND h.changed_at <= p_occurred_at
              ORDER BY h.changed_at DESC, h.id DESC LIMIT 1),
-           mt.tier, mt.valid_until, mt.manual_tier, mt.manual_until, coalesce(v.version, 0)
+           mt.tier, mt.valid_until, mt.manual_tier, mt.manual_until, coalesce(v.version, 0),
+           -- issue-12: counts only when a rule of the version has limits (a rules[*].limits array)
+           CASE WHEN v.rules @? '$.rules[*] ? (@.limits.type() == "array")'
+                THEN ledger_rule_counts(v_member, v.rules, p_occurred_at, p_tz) END
       FROM (SELECT 1) one
       LEFT JOIN LATERAL (
           SELECT r.id, r.rules, r.version FROM earn_rule_versions r

@@ -36,7 +36,9 @@ def downgrade() -> None:
     earning = (SQL_DIR / "20261123_0003_earning.sql").read_text()
     match = re.search(r"^CREATE FUNCTION ledger_purchase_context\(.*?^END \$\$;", earning, re.S | re.M)
     assert match is not None, "ledger_purchase_context not found in 0003's SQL"
-    run_sql(match.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    # issue-12: 0004's definition returns more columns than 0003's: drop it before putting 0003's back.
+    op.execute("DROP FUNCTION ledger_purchase_context(uuid, text, boolean, text, timestamptz, text)")
+    run_sql(match.group(0))
     op.drop_index("ix_lots_open_inactivity", table_name="lots")
     op.drop_index("ix_lots_pending_member", table_name="lots")
     op.create_index("ix_lots_pending_member", "lots", ["member_id"], postgresql_where=sa.text("pending"))
