@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         default=False, description="Serve Prometheus metrics on /metrics (off: 404). They are per process and "
         "unauthenticated: enable only where the port is not reachable by clients, or filter /metrics in front")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
+    invalidation_ack_timeout_ms: int = Field(
+        default=2000, ge=1, description="How long revoking a key (or changing settings) waits for every process to "
+        "confirm it evicted its cached copy; a process alive and silent past it makes a revocation answer 503 "
+        "revocation_unconfirmed (the revocation is committed; repeat the request)")
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "

@@ -52,6 +52,8 @@ CATALOG: dict[str, tuple[int, str]] = {
     "internal_error": (500, "Internal error"),
     "database_unavailable": (503, "The database is unavailable; retry"),
     "database_timeout": (503, "The database did not answer in time; retry"),
+    "revocation_unconfirmed": (503, "The change is committed, but not every process confirmed it in time; repeat "
+                                    "the request"),
 }
 
 

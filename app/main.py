@@ -44,8 +44,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
         )
         app.state.head_revision = head_revision()
-        invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache)
+        invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache,
+                                       ack_timeout=settings.invalidation_ack_timeout_ms / 1000)
         invalidation.start()
+        app.state.key_invalidation = invalidation
         scheduler = None
         if settings.scheduler_enabled:
             scheduler = Scheduler(url, app.state.pool, default_jobs(settings.idempotency_retention_days))

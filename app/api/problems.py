@@ -160,7 +160,8 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress") else None
+    headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress", "revocation_unconfirmed") \
+        else None
     if exc.code in ("rate_limited", "authentication_rate_limited"):
         headers = {"Retry-After": str(exc.extra.get("retry_after", 1))}
     return problem_response(exc.code, exc.detail, headers=headers, **exc.extra)
