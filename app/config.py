@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "
-        "Revocations and settings changes reach every process at once through LISTEN/NOTIFY.",
+        "Revocations and settings changes reach every process through LISTEN/NOTIFY, and each process "
+        "acknowledges them before the request that made them answers.",
     )
 
 

@@ -40,8 +40,9 @@ class KeyCache:
 
     Entries are found by the key's SHA-256 (no secret is kept in memory) and live ``ttl`` seconds. Every
     process listens on the Postgres channel ``points_ledger_keys`` (see ``KeyInvalidation``): revoking a
-    key or changing a program's settings notifies all of them in the same transaction, so a revoked key is
-    refused everywhere at once. While that listener is down the cache is bypassed.
+    key or changing a program's settings notifies all of them in the same transaction, and waits until each
+    has acknowledged its eviction, so a revoked key is refused everywhere once the revocation has answered.
+    While that listener is down the cache is bypassed.
     """
 
     def __init__(self, ttl: float) -> None:
