@@ -203,12 +203,25 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default PL_PORT, 8000).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default PL_WORKERS, 1).")] = None,
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Do not migrate first.")] = False,
+    header_timeout: Annotated[float | None, typer.Option(
+        help="A request head must arrive within this many seconds (default PL_HEADER_TIMEOUT_SECONDS, 10; 0: off)."
+    )] = None,
+    body_timeout: Annotated[float | None, typer.Option(
+        help="A request body must arrive within this many seconds after its head (default PL_BODY_TIMEOUT_SECONDS, "
+        "30; 0: off)."
+    )] = None,
 ) -> None:
     """Run the HTTP service (migrates first, under the migration lock, unless --no-migrate)."""
     from app import serve as server
     from app.db.migrate import upgrade
     from app.observability import configure_logging
 
+    # Read deadlines (slow clients): through the environment, so every worker process (and app.http_protocol,
+    # which reads them from the settings) sees the same values.
+    for flag, variable in ((header_timeout, "PL_HEADER_TIMEOUT_SECONDS"), (body_timeout, "PL_BODY_TIMEOUT_SECONDS")):
+        if flag is not None:
+            os.environ[variable] = str(flag)
+    get_settings.cache_clear()
     settings = get_settings()
     configure_logging(settings.log_level)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
@@ -227,6 +240,7 @@ def serve(
         "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
         workers=workers or settings.workers, json_log_level=settings.log_level, log_config=None,
         access_log=False, timeout_graceful_shutdown=20, proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
 

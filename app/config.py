@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     )
     idempotency_retention_days: int = 7
     max_body_bytes: int = 1_048_576
+    header_timeout_seconds: float = Field(
+        default=10.0, ge=0, description="A request's head must arrive within this many seconds of the connection "
+        "(or of the request's first byte on a keep-alive connection); then 408 and the connection closes (0: off)")
+    body_timeout_seconds: float = Field(
+        default=30.0, ge=0, description="A request's whole body must arrive within this many seconds of its head; "
+        "then 408 and the connection closes (0: off)")
+    keep_alive_seconds: int = Field(default=5, ge=1, description="Idle keep-alive connections close after this")
     migrate_on_start: bool = True
     log_level: str = "INFO"
     scheduler_enabled: bool = Field(
@@ -52,6 +59,14 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=0.0, description="Requests per second allowed per API key and process (0 = no limit)")
     rate_limit_burst: int = Field(default=100, description="Requests an API key may burst above the rate")
+    auth_failure_rate_per_second: float = Field(
+        default=10.0, description="Failed key lookups (unknown key, wrong secret, revoked) allowed per second per "
+        "client address and per key prefix, in each process; beyond the burst, uncached keys from that address "
+        "or prefix are answered 429 authentication_rate_limited without a database lookup (0 = no limit)")
+    auth_failure_burst: int = Field(default=200, description="Failed key lookups allowed in a burst")
+    metrics_enabled: bool = Field(
+        default=False, description="Serve Prometheus metrics on /metrics (off: 404). They are per process and "
+        "unauthenticated: enable only where the port is not reachable by clients, or filter /metrics in front")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
     group_commit: bool = Field(
         default=True, description="Send the writes that reach a process at the same moment to Postgres together: "
@@ -60,10 +75,15 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=50, description="How long the first write of a batch waits for others (0: no wait; "
         "the writes that arrive while a batch runs go together when it ends).")
     group_commit_max: int = Field(default=64, ge=2, le=1000, description="Most writes in one batch.")
+    invalidation_ack_timeout_ms: int = Field(
+        default=2000, ge=1, description="How long revoking a key (or changing settings) waits for every process to "
+        "confirm it evicted its cached copy; a process alive and silent past it makes a revocation answer 503 "
+        "revocation_unconfirmed (the revocation is committed; repeat the request)")
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "
-        "Revocations and settings changes reach every process at once through LISTEN/NOTIFY.",
+        "Revocations and settings changes reach every process through LISTEN/NOTIFY, and each process "
+        "acknowledges them before the request that made them answers.",
     )
 
     @field_validator("data_dir")

@@ -19,9 +19,11 @@ CATALOG: dict[str, tuple[int, str]] = {
     "capture_exceeds_hold": (422, "Cannot capture more points than are held"),
     "refund_exceeds_redemption": (422, "Cannot refund more points than remain on the redemption"),
     "currency_mismatch": (422, "The currency is not the program's currency"),
+    "occurred_at_too_old": (422, "occurred_at is older than the program accepts"),
     "hold_too_long": (422, "The hold would outlive the program's hold_max_seconds"),
     "idempotency_key_reused": (422, "Idempotency-Key already used for a different request"),
     "idempotency_key_missing": (400, "Idempotency-Key header required"),
+    "idempotency_key_invalid": (400, "Idempotency-Key header sent twice or malformed"),
     "malformed_request": (400, "The request body could not be parsed"),
     "unauthorized": (401, "Missing, invalid or revoked API key"),
     "insufficient_scope": (403, "The API key lacks the scope this operation needs"),
@@ -44,12 +46,17 @@ CATALOG: dict[str, tuple[int, str]] = {
     "member_suspended": (409, "The member is suspended: points cannot be spent"),
     "member_closed": (409, "The member's account is closed"),
     "last_admin_key": (409, "This is the program's last active admin key; create another admin key first"),
+    "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body too large"),
     "rate_limited": (429, "Too many requests for this API key; retry after the given seconds"),
+    "authentication_rate_limited": (429, "Too many failed authentications from this client or for this key; "
+                                         "retry after the given seconds"),
     "unsupported_media_type": (415, "Request body must be application/json"),
     "internal_error": (500, "Internal error"),
     "database_unavailable": (503, "The database is unavailable; retry"),
     "database_timeout": (503, "The database did not answer in time; retry"),
+    "revocation_unconfirmed": (503, "The change is committed, but not every process confirmed it in time; repeat "
+                                    "the request"),
 }
 
 

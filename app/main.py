@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.auth import KeyCache, KeyInvalidation, RateLimiter
+from app.api.auth import FailedAuthLimiter, KeyCache, KeyInvalidation, RateLimiter
 from app.api.docs import install_docs
 from app.api.problems import Problem, install_handlers
 from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
@@ -53,8 +53,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         if settings.group_commit:
             batcher = Batcher(app.state.pool, settings.group_commit_window_ms / 1000, settings.group_commit_max)
         app.state.db = Db(app.state.pool, Writer(app.state.pool, batcher), app.state.versions)
-        invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache)
+        invalidation = KeyInvalidation(asyncpg_dsn(url), app.state.key_cache,
+                                       ack_timeout=settings.invalidation_ack_timeout_ms / 1000)
         invalidation.start()
+        app.state.key_invalidation = invalidation
         scheduler = None
         if settings.scheduler_enabled:
             scheduler = Scheduler(url, app.state.pool, default_jobs(settings.idempotency_retention_days))
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.versions = VersionCache(settings.api_key_cache_seconds, lambda: app.state.key_cache.listening)
     app.state.key_cache.followers.append(app.state.versions)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.failed_auth_limiter = FailedAuthLimiter(settings.auth_failure_rate_per_second,
+                                                      settings.auth_failure_burst)
     install_handlers(app)
     for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):
         app.include_router(module.router)

@@ -14,6 +14,10 @@ parent (``PR_SET_PDEATHSIG``): a parent killed with SIGKILL leaves no orphan ser
 successor. Linux only (``SO_REUSEPORT`` load balancing); elsewhere, or with one worker, or for port 0,
 this is plain ``uvicorn.run``.
 
+Every worker speaks HTTP through ``app.http_protocol.TimedHttpToolsProtocol``: uvicorn's httptools protocol with
+a deadline for a request's head and one for its body (``PL_HEADER_TIMEOUT_SECONDS``, ``PL_BODY_TIMEOUT_SECONDS``),
+so a slow client cannot hold a socket forever (issue 12 F6).
+
 Also a command, used by the benchmark to serve its raw ceiling app exactly as the service is served::
 
     python -m app.serve bench.rawapp:app --host 127.0.0.1 --port 8001 --workers 2
@@ -74,7 +78,11 @@ def _worker(app: str, host: str, port: int, options: dict[str, Any], json_log_le
 
 def run(app: str, *, host: str, port: int, workers: int, json_log_level: str | None = None, **options: Any) -> None:
     """Serve ``app`` (an import string; ``factory=True`` in ``options`` for a factory). ``json_log_level``:
-    configure the service's JSON logs in each worker."""
+    configure the service's JSON logs in each worker. The HTTP protocol is ``TimedHttpToolsProtocol`` unless
+    ``options`` names another (``http=``)."""
+    from app.http_protocol import TimedHttpToolsProtocol
+
+    options.setdefault("http", TimedHttpToolsProtocol)
     if workers <= 1 or port == 0 or not sys.platform.startswith("linux"):
         uvicorn.run(app, host=host, port=port, workers=workers, **options)
         return
@@ -123,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--header-timeout", type=float, help="seconds (PL_HEADER_TIMEOUT_SECONDS, default 10)")
+    parser.add_argument("--body-timeout", type=float, help="seconds (PL_BODY_TIMEOUT_SECONDS, default 30)")
     args = parser.parse_args(argv)
+    for value, variable in ((args.header_timeout, "PL_HEADER_TIMEOUT_SECONDS"),
+                            (args.body_timeout, "PL_BODY_TIMEOUT_SECONDS")):
+        if value is not None:
+            os.environ[variable] = str(value)  # read by the workers' protocol (app.http_protocol)
     run(args.app, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
         access_log=False)
     return 0

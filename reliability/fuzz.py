@@ -180,10 +180,19 @@ def explicit_cases(hold_id: int, redemption_id: int) -> list[Bad]:
     add(Bad("body > 1 MiB chunked (no Content-Length)", "POST", "/v1/adjustments", big, chunked=True, expect=(413,)))
     add(Bad("body of 8 MiB chunked", "POST", "/v1/purchases", b'{"lines": [' + b'{"sku": "A"},' * 700_000 + b"{}]}",
             chunked=True, expect=(413,)))
+    # Found by an outside audit (issue 12): 500s, or accepted and never readable.
+    add(Bad("paid_with_points above total", "POST", "/v1/purchases", _purchase(paid_with_points="10.01"),
+            field=("body", "paid_with_points"), expect=(422,)))
+    for order_id in ("a/b", "..", "a\\b"):
+        add(Bad(f"order_id {order_id!r} (unreadable as a path)", "POST", "/v1/purchases",
+                _purchase(order_id=order_id), field=("body", "order_id"), expect=(422,)))
+    add(Bad("member attributes nested 255 deep", "PUT", "/v1/members/cust-fuzz-deep",
+            ('{"attributes": ' + _nested(255) + "}").encode(), key=False, expect=(422,)))
     add(Bad("5001 purchase lines", "POST", "/v1/purchases",
             _purchase(lines=[{"sku": "A", "quantity": 1, "unit_price": "0.01"}] * 5001, total="50.01")))
     # Deeply nested bodies.
-    for depth, kind in ((1000, "object"), (5000, "array"), (100_000, "array"), (30_000, "object")):
+    for depth, kind in ((33, "object"), (255, "object"), (300, "array"), (1000, "object"), (5000, "array"),
+                        (100_000, "array"), (30_000, "object")):
         raw = ('{"member_id": "cust-1001", "points": 5, "reason": "fuzz", "metadata": {"n": '
                + _nested(depth, kind) + "}}")
         add(Bad(f"metadata nested {depth} deep ({kind}s)", "POST", "/v1/adjustments", raw.encode()))

@@ -182,3 +182,54 @@ async def test_two_admin_keys_revoked_at_once_leave_one(tenant, db):
     active = await db.fetchval("SELECT count(*) FROM api_keys WHERE program_id = $1 AND revoked_at IS NULL",
                                tenant.program_id)
     assert active == 1
+
+
+async def test_a_lookup_in_flight_during_a_revocation_never_caches_the_key(settings, tenant):
+    """issue 12 F1: process B looks a key up (the key is still valid in its snapshot), the revocation commits and
+    B handles its notification, then B's lookup answers. B used to cache that stale answer for the whole TTL; it
+    now sees that an invalidation happened meanwhile and does not cache it."""
+    import asyncio
+
+    import httpx
+
+    from app.main import create_app
+    from app.programs.queries import AUTHENTICATE
+
+    other_app = create_app(settings.model_copy(update={"api_key_cache_seconds": 600.0}))
+    transport = httpx.ASGITransport(app=other_app)
+    async with other_app.router.lifespan_context(other_app), httpx.AsyncClient(transport=transport,
+                                                                                base_url="http://b") as b:
+        for _ in range(100):
+            if other_app.state.key_cache.listening:
+                break
+            await asyncio.sleep(0.05)
+        assert other_app.state.key_cache.listening
+        key = await tenant.key("read")
+        listing = (await tenant.client.get("/v1/api-keys", headers=tenant.headers())).json()["data"]
+        key_id = next(k["id"] for k in listing if k["scopes"] == ["read"])
+        real_pool = other_app.state.pool
+        looked_up, release = asyncio.Event(), asyncio.Event()
+
+        class HeldLookups:
+            """B's real pool; a key lookup's answer is handed back only when the test says so."""
+
+            async def fetchrow(self, query, *args, **kwargs):
+                row = await real_pool.fetchrow(query, *args, **kwargs)
+                if query == AUTHENTICATE:
+                    looked_up.set()
+                    await release.wait()
+                return row
+
+            def __getattr__(self, name):
+                return getattr(real_pool, name)
+
+        other_app.state.pool = HeldLookups()
+        in_flight = asyncio.create_task(b.get("/v1/program", headers=tenant.headers(key)))
+        await looked_up.wait()  # B has read the key, not yet revoked
+        r = await tenant.client.delete(f"/v1/api-keys/{key_id}", headers=tenant.headers())
+        assert r.status_code == 204
+        await asyncio.sleep(0.3)  # B's listener has handled the notification (it acknowledged before the 204)
+        release.set()
+        assert (await in_flight).status_code == 200  # it was asked before the revocation
+        other_app.state.pool = real_pool
+        assert (await b.get("/v1/program", headers=tenant.headers(key))).status_code == 401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,17 +16,23 @@ from pydantic import ValidationError
 
 from app.earning.rules import (
     Award,
+    ClawbackResult,
     MemberFacts,
     Purchase,
     PurchaseLine,
     ReturnedLine,
     ReturnRequest,
     RuleSet,
+    applied_rule_ids,
     clawback,
     evaluate,
     evaluate_event,
     event_periods_needed,
     local_date,
+    personal_rule_ids,
+    redact_award,
+    redact_clawback,
+    rule_periods_needed,
 )
 from app.errors import DomainError
 
@@ -74,8 +81,10 @@ def member(
     first: bool = False,
     today: int = 0,
     month: int = 0,
+    counts: dict[str, dict[str, int]] | None = None,
 ) -> MemberFacts:
-    return MemberFacts(tier=tier, birthday=birthday, first_purchase=first, earned_today=today, earned_this_month=month)
+    return MemberFacts(tier=tier, birthday=birthday, first_purchase=first, earned_today=today, earned_this_month=month,
+                       rule_counts=counts or {})
 
 
 def earn(rules: RuleSet, p: Purchase, m: MemberFacts | None = None, tz: Any = UTC) -> Award:
@@ -95,6 +104,8 @@ def check_breakdown(award: Award) -> None:
     assert sum(c.points_removed for c in award.capped) == removed
     assert sum(ln.eligible_amount for ln in award.lines) == award.eligible_amount
     assert sum(ln.base_points for ln in award.lines) == award.base_points
+    applied = applied_rule_ids(award)
+    assert not applied & {s.rule_id for s in award.skipped}  # a skipped rule never applied
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -542,6 +553,212 @@ def test_huge_awards_are_refused():
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Order total: never earn on more money than was paid (issue 12 F9)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_lines_worth_more_than_the_total_are_scaled_down_to_it():
+    award = earn(ruleset("1"), purchase(line("tv", "100000000"), total="1.00"))
+    assert award.eligible_amount == D("1.00") and award.points == 1
+    assert award.lines[0].order_discount == D("99999999.00")
+    check_breakdown(award)
+    # pro rata over the lines, excluded lines included (the order discount is the whole order's)
+    rules = ruleset("1", exclusions={"categories": ["gift"]})
+    split = earn(rules, purchase(line("a", "60"), line("b", "20"), line("card", "20", category="gift"), total="50"))
+    assert [ln.eligible_amount for ln in split.lines] == [D("30.00"), D("10.00"), D("0.00")]
+    assert [ln.order_discount for ln in split.lines] == [D("30.00"), D("10.00"), D("10.00")]
+    assert split.points == 40
+    # lines below the total (tax, tips) are left as they are
+    assert earn(ruleset("1"), purchase(line("a", "10"), total="12.50")).eligible_amount == D("10.00")
+    # paid with points comes off what was paid: 50.00 paid, 20.00 of it in points
+    paid = earn(ruleset("1"), purchase(line("a", "100"), total="50", paid="20"))
+    assert paid.eligible_amount == D("30.00") and paid.points == 30
+
+
+def test_amount_returns_are_bounded_by_what_was_paid():
+    p = purchase(line("a", "60"), line("b", "40"), total="50")
+    award = earn(ruleset("1"), p)
+    assert award.points == 50
+    with pytest.raises(DomainError):
+        clawback(award, p, ReturnRequest(amount=D("50.01")))
+    assert clawback(award, p, ReturnRequest(amount=D("25"))).points == 25
+    assert clawback(award, p, ReturnRequest(amount=D("50"))).points == 50
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Limits, exclusivity groups, birthday conditions, multipliers on the base (issue 12: rules a programme needed)
+# --------------------------------------------------------------------------------------------------------------
+
+BIRTHDAY_ONCE = {"id": "birthday", "kind": "birthday_bonus", "points": 100, "limits": [{"times": 1, "per": "year"}]}
+
+
+def test_a_bonus_limited_to_once_a_year_applies_once():
+    rules = ruleset("1", rules=[BIRTHDAY_ONCE])
+    bday = date(1990, 3, 4)  # MONDAY_NOON is 4 March
+    first = earn(rules, purchase(line("a", "10")), member(birthday=bday, counts={"birthday": {"year": 0}}))
+    assert first.points == 110 and applied_rule_ids(first) == {"birthday"}
+    second = earn(rules, purchase(line("a", "10")), member(birthday=bday, counts={"birthday": {"year": 1}}))
+    assert second.points == 10 and second.order_bonuses == []
+    assert [(s.rule_id, s.reason, s.per, s.times, s.count) for s in second.skipped] == [
+        ("birthday", "limit", "year", 1, 1)]
+    check_breakdown(second)
+    # not the birthday: the rule does not apply, so no limit is reported either
+    other = earn(rules, purchase(line("a", "10")), member(birthday=date(1990, 5, 5), counts={"birthday": {"year": 1}}))
+    assert other.skipped == []
+    assert rule_periods_needed(rules) == {"birthday": {"year"}}
+    with pytest.raises(ValueError, match="limited per year"):
+        earn(rules, purchase(line("a", "10")), member(birthday=bday))
+
+
+def test_several_limits_report_the_widest_reached_first():
+    rules = ruleset("1", rules=[{"id": "f", "kind": "fixed_bonus", "points": 5,
+                                 "limits": [{"times": 2, "per": "day"}, {"times": 5, "per": "month"},
+                                            {"times": 9, "per": "ever"}]}])
+    assert earn(rules, purchase(line("a", "1")), member(counts={"f": {"day": 1, "month": 4, "ever": 8}})).points == 6
+    both = earn(rules, purchase(line("a", "1")), member(counts={"f": {"day": 2, "month": 5, "ever": 8}}))
+    assert [(s.per, s.count) for s in both.skipped] == [("month", 5)]
+    ever = earn(rules, purchase(line("a", "1")), member(counts={"f": {"day": 0, "month": 0, "ever": 9}}))
+    assert [(s.per, s.times) for s in ever.skipped] == [("ever", 9)]
+
+
+def test_a_rule_at_its_limit_excludes_nothing():
+    rules = ruleset("1", rules=[
+        {**BIRTHDAY_ONCE, "stacking": "exclusive"},
+        {"id": "visit", "kind": "fixed_bonus", "points": 5},
+    ])
+    bday = date(1990, 3, 4)
+    first = earn(rules, purchase(line("a", "10")), member(birthday=bday, counts={"birthday": {"year": 0}}))
+    assert [b.rule_id for b in first.order_bonuses] == ["birthday"]
+    again = earn(rules, purchase(line("a", "10")), member(birthday=bday, counts={"birthday": {"year": 1}}))
+    assert [b.rule_id for b in again.order_bonuses] == ["visit"]
+
+
+STARBUCKS_LIKE = ruleset("2", rules=[
+    {"id": "beans-3x", "kind": "multiplier", "factor": "3", "priority": 10, "conditions": {"categories": ["beans"]}},
+    {"id": "double-tuesday", "kind": "multiplier", "factor": "2", "priority": 20, "group": "day-offer",
+     "conditions": {"days_of_week": [2]}},
+    {"id": "birthday", "kind": "birthday_bonus", "points": 100, "priority": 5, "group": "day-offer",
+     "limits": [{"times": 1, "per": "year"}]},
+])
+
+
+def test_an_exclusivity_group_spans_multipliers_and_bonuses():
+    """"Tuesday x2, but not on birthday orders": the birthday bonus and the Tuesday multiplier share a group."""
+    p = purchase(line("beans", "10", category="beans"), line("latte", "5"), at=TUESDAY_NOON)
+    tuesday = earn(STARBUCKS_LIKE, p, member(birthday=date(1990, 7, 1), counts={"birthday": {"year": 0}}))
+    assert [[c.rule_id for c in ln.contributions] for ln in tuesday.lines] == [["beans-3x", "double-tuesday"],
+                                                                             ["double-tuesday"]]
+    assert tuesday.points == 120 + 20
+    birthday = member(birthday=date(1990, 3, 5), counts={"birthday": {"year": 0}})
+    on_birthday = earn(STARBUCKS_LIKE, p, birthday)
+    assert [[c.rule_id for c in ln.contributions] for ln in on_birthday.lines] == [["beans-3x"], []]
+    assert [b.rule_id for b in on_birthday.order_bonuses] == ["birthday"] and on_birthday.points == 60 + 10 + 100
+    assert [(s.rule_id, s.reason, s.group, s.by_rule_id) for s in on_birthday.skipped] == [
+        ("double-tuesday", "group", "day-offer", "birthday")]
+    # the second birthday order the same year: the bonus is used up, so it excludes nothing: Tuesday x2 applies
+    used = earn(STARBUCKS_LIKE, p, member(birthday=date(1990, 3, 5), counts={"birthday": {"year": 1}}))
+    assert used.points == 140 and [s.reason for s in used.skipped] == ["limit"]
+    check_breakdown(on_birthday)
+
+
+def test_a_birthday_condition_on_any_rule():
+    rules = ruleset("1", rules=[
+        {"id": "bday-x3", "kind": "multiplier", "factor": "3", "conditions": {"birthday": "same_day"}},
+        {"id": "bday-month", "kind": "fixed_bonus", "points": 7, "conditions": {"birthday": "same_month"}},
+        {"id": "tue-not-bday", "kind": "multiplier", "factor": "2",
+         "conditions": {"days_of_week": [2], "birthday": "not_same_day"}},
+    ])
+    p = purchase(line("a", "10"), at=TUESDAY_NOON)  # 5 March
+    assert earn(rules, p, member(birthday=date(1990, 3, 5))).points == 30 + 7
+    assert earn(rules, p, member(birthday=date(1990, 3, 20))).points == 20 + 7
+    assert earn(rules, p, member(birthday=None)).points == 20  # no birthday: never same_*, always not_same_*
+    leap = purchase(line("a", "10"), at=datetime(2023, 2, 28, 12, tzinfo=UTC))
+    assert earn(rules, leap, member(birthday=date(1992, 2, 29))).points == 30 + 7
+    assert personal_rule_ids(rules) == {"bday-x3", "bday-month", "tue-not-bday"}
+
+
+def test_a_multiplier_on_the_base_rate_only():
+    rules = ruleset("2", rules=[
+        {"id": "beans-3x", "kind": "multiplier", "factor": "3", "priority": 10, "conditions": {"categories": ["b"]}},
+        {"id": "tue-2x", "kind": "multiplier", "factor": "2", "priority": 20},
+        {"id": "gold-on-base", "kind": "multiplier", "factor": "1.5", "applies_to": "base", "priority": 0},
+    ])
+    award = earn(rules, purchase(line("b", "20", category="b")))  # base 40
+    # compounding ones first (40 -> 120 -> 240), then +40 x 0.5 on the base only: 260, not 360
+    assert [(c.rule_id, c.points) for c in award.lines[0].contributions] == [
+        ("beans-3x", 80), ("tue-2x", 120), ("gold-on-base", 20)]
+    assert award.points == 260
+    below_one = ruleset("1", rules=[
+        {"id": "half-a", "kind": "multiplier", "factor": "0", "applies_to": "base"},
+        {"id": "half-b", "kind": "multiplier", "factor": "0", "applies_to": "base"},
+    ])
+    never_negative = earn(below_one, purchase(line("a", "10")))
+    assert [c.points for c in never_negative.lines[0].contributions] == [-10, 0] and never_negative.points == 0
+    check_breakdown(never_negative)
+
+
+def test_rule_options_are_validated():
+    for bad in (
+        {"id": "x", "kind": "fixed_bonus", "points": 1, "limits": []},
+        {"id": "x", "kind": "fixed_bonus", "points": 1,
+         "limits": [{"times": 1, "per": "day"}, {"times": 2, "per": "day"}]},
+        {"id": "x", "kind": "fixed_bonus", "points": 1, "limits": [{"times": 0, "per": "day"}]},
+        {"id": "x", "kind": "fixed_bonus", "points": 1, "limits": [{"times": 1, "per": "week"}]},
+        {"id": "x", "kind": "fixed_bonus", "points": 1, "applies_to": "base"},
+        {"id": "x", "kind": "multiplier", "factor": "2", "applies_to": "total"},
+        {"id": "x", "kind": "multiplier", "factor": "2", "conditions": {"birthday": "today"}},
+        {"id": "x", "kind": "multiplier", "factor": "2", "group": "not a valid id"},
+    ):
+        with pytest.raises(ValidationError):
+            ruleset("1", rules=[bad])
+
+
+def test_returns_release_a_rule_only_when_everything_it_gave_is_taken_back():
+    rules = ruleset("1", rules=[
+        BIRTHDAY_ONCE,
+        {"id": "x2", "kind": "multiplier", "factor": "2", "conditions": {"skus": ["a"]}},
+        {"id": "big", "kind": "threshold_bonus", "points": 30, "min_total": "25"},
+    ])
+    p = purchase(line("a", "10", qty=2), line("b", "10"), at=MONDAY_NOON)
+    award = earn(rules, p, member(birthday=date(1990, 3, 4), counts={"birthday": {"year": 0}}))
+    assert applied_rule_ids(award) == {"birthday", "x2", "big"}
+    one = clawback(award, p, returned("a", 1))  # kept 20.00 < 25: the threshold bonus goes whole
+    assert one.released_rule_ids == ["big"]
+    two = clawback(award, p, returned("a", 1), [returned("a", 1)])  # line a fully back: x2 is released
+    assert two.released_rule_ids == ["x2"]
+    last = clawback(award, p, returned("b", 1), [returned("a", 1), returned("a", 1)])
+    assert last.released_rule_ids == ["birthday"] and last.remaining_points == 0
+    partial = clawback(award, p, ReturnRequest(amount=D("29.99")))  # almost everything: nothing fully back
+    assert "birthday" not in partial.released_rule_ids
+
+
+def test_redaction_removes_the_birthday_and_keeps_every_number():
+    rules = ruleset("1", rules=[
+        {"id": "birthday", "kind": "birthday_bonus", "points": 50},
+        {"id": "bday-x2", "kind": "multiplier", "factor": "2", "conditions": {"birthday": "same_day"}},
+        {"id": "bday-big", "kind": "threshold_bonus", "points": 20, "min_total": "5",
+         "conditions": {"birthday": "same_month"}},
+        {"id": "visit", "kind": "fixed_bonus", "points": 5},
+    ])
+    p = purchase(line("a", "10"))
+    award = earn(rules, p, member(birthday=date(1990, 3, 4)))
+    redacted = redact_award(award, personal_rule_ids(rules))
+    check_breakdown(redacted)
+    assert redacted.points == award.points == 10 + 10 + 50 + 20 + 5
+    dump = redacted.model_dump_json()
+    assert "birthday" not in dump and "bday" not in dump
+    assert sorted((b.rule_id, b.kind) for b in redacted.order_bonuses) == [
+        ("redacted", "redacted"), ("redacted", "threshold_bonus"), ("visit", "fixed_bonus")]
+    assert redact_award(redacted, personal_rule_ids(rules)) == redacted  # idempotent
+    # returns claw back the same points from the redacted award
+    for request in (returned("a", 1), ReturnRequest(amount=D("6"))):
+        before, after = clawback(award, p, request), clawback(redacted, p, request)
+        assert (before.points, before.cumulative_points) == (after.points, after.cumulative_points)
+        assert "birthday" not in redact_clawback(before, personal_rule_ids(rules)).model_dump_json()
+    assert isinstance(redact_clawback(before, set()), ClawbackResult)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Custom events
 # --------------------------------------------------------------------------------------------------------------
 
@@ -696,6 +913,8 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         cond["tiers"] = ["gold"]
+    if draw(st.integers(0, 3)) == 0:
+        cond["birthday"] = draw(st.sampled_from(["same_day", "same_month", "not_same_day", "not_same_month"]))
     return cond
 
 
@@ -720,6 +939,14 @@ def earn_rules(draw: st.DrawFn, index: int) -> dict[str, Any]:
         rule["birthday_match"] = draw(st.sampled_from(["same_day", "same_month"]))
     if kind == "threshold_bonus":
         rule["min_total"] = str(draw(st.integers(1, 20000)) / 100)
+    if kind == "multiplier" and draw(st.integers(0, 3)) == 0:
+        rule["applies_to"] = "base"
+    if draw(st.booleans()):
+        rule["group"] = draw(st.sampled_from(["g1", "g2"]))
+    if draw(st.integers(0, 2)) == 0:
+        periods = draw(st.lists(st.sampled_from(["day", "month", "year", "ever"]), min_size=1, max_size=3,
+                                unique=True))
+        rule["limits"] = [{"times": draw(st.integers(1, 3)), "per": per} for per in periods]
     return rule
 
 
@@ -760,6 +987,9 @@ def purchase_lines(draw: st.DrawFn) -> PurchaseLine:
 def purchases(draw: st.DrawFn) -> Purchase:
     lines = draw(st.lists(purchase_lines(), min_size=1, max_size=6))
     total = sum((ln.quantity * ln.unit_price - ln.discount for ln in lines), D(0))
+    # mostly the lines' sum; sometimes less (an order-level discount), sometimes more (tax, tips)
+    total = draw(st.sampled_from([total, total, D(draw(st.integers(0, int(total * 100)))) / 100,
+                                  total + D(draw(st.integers(1, 1000))) / 100]))
     paid_cents = draw(st.integers(0, int(total * 100)) | st.just(0))
     at = draw(st.datetimes(datetime(2023, 1, 1), datetime(2025, 12, 31), timezones=st.just(UTC)))
     return Purchase(
@@ -783,6 +1013,13 @@ def members(draw: st.DrawFn) -> MemberFacts:
     )
 
 
+def with_counts(rules: RuleSet, m: MemberFacts, data: st.DataObject) -> MemberFacts:
+    """``m`` with a count for every limited rule and period (0 to 4: below, at or above the limits)."""
+    counts = {rule_id: {per: data.draw(st.integers(0, 4)) for per in sorted(periods)}
+              for rule_id, periods in rule_periods_needed(rules).items()}
+    return replace(m, rule_counts=counts)
+
+
 def line_outcome(award: Award, p: Purchase) -> Counter[tuple[Any, ...]]:
     return Counter(
         (p.lines[ln.index].model_dump_json(), ln.eligible_amount, ln.base_points, ln.points, ln.capped_points,
@@ -792,10 +1029,11 @@ def line_outcome(award: Award, p: Purchase) -> Counter[tuple[Any, ...]]:
 
 
 @PROPERTY_SETTINGS
-@given(rules=rule_sets(), p=purchases(), m=members(), tz=st.sampled_from(ZONES))
+@given(rules=rule_sets(), p=purchases(), m=members(), tz=st.sampled_from(ZONES), data=st.data())
 def test_property_award_is_explained_never_negative_and_within_every_cap(
-    rules: RuleSet, p: Purchase, m: MemberFacts, tz: Any
+    rules: RuleSet, p: Purchase, m: MemberFacts, tz: Any, data: st.DataObject
 ):
+    m = with_counts(rules, m, data)
     award = evaluate(rules, p, m, tz)
     check_breakdown(award)
     caps = rules.caps
@@ -808,8 +1046,50 @@ def test_property_award_is_explained_never_negative_and_within_every_cap(
     eligible_before = sum(
         (ln.quantity * ln.unit_price - ln.discount for ln in p.lines if ln.category != "tobacco"), D(0)
     )
-    assert award.eligible_amount == max(D(0), eligible_before - p.paid_with_points)
+    lines_total = sum((ln.quantity * ln.unit_price - ln.discount for ln in p.lines), D(0))
+    # never earns on more money than was paid
+    assert award.eligible_amount <= p.total - p.paid_with_points
+    if lines_total <= p.total:
+        assert award.eligible_amount == max(D(0), eligible_before - p.paid_with_points)
+        assert all(ln.order_discount == 0 for ln in award.lines)
+    else:
+        assert sum(ln.order_discount for ln in award.lines) == lines_total - p.total
     assert Award.model_validate_json(award.model_dump_json()) == award
+
+
+def award_skipped_ids(award: Award) -> set[str]:
+    return {s.rule_id for s in award.skipped}
+
+
+@PROPERTY_SETTINGS
+@given(rules=rule_sets(), p=purchases(), m=members(), tz=st.sampled_from(ZONES), data=st.data())
+def test_property_limits_and_groups_hold(rules: RuleSet, p: Purchase, m: MemberFacts, tz: Any, data: st.DataObject):
+    """A rule at one of its limits never applies and is reported; of one exclusivity group at most one rule
+    applies, and every rule of the group skipped names it; a rule whose birthday condition fails never applies."""
+    m = with_counts(rules, m, data)
+    award = evaluate(rules, p, m, tz)
+    applied = applied_rule_ids(award)
+    by_id = {rule.id: rule for rule in rules.rules}
+    for rule in rules.rules:
+        at_limit = any(m.rule_counts[rule.id][lim.per] >= lim.times for lim in rule.limits or [])
+        if at_limit:
+            assert rule.id not in applied
+    for skipped in award.skipped:
+        rule = by_id[skipped.rule_id]
+        if skipped.reason == "limit":
+            assert skipped.count is not None and skipped.times is not None and skipped.count >= skipped.times
+            assert any(lim.per == skipped.per and lim.times == skipped.times for lim in rule.limits or [])
+        else:
+            # the winner applied (it may have earned nothing: a multiplier on a line worth 0 base points)
+            assert skipped.by_rule_id not in award_skipped_ids(award)
+            assert by_id[skipped.by_rule_id].group == rule.group == skipped.group
+            winner = by_id[skipped.by_rule_id]
+            assert (winner.priority, winner.id) < (rule.priority, rule.id)
+    for group in {rule.group for rule in rules.rules if rule.group}:
+        assert len([r for r in applied if by_id[r].group == group]) <= 1
+    # with no earlier awards nothing is skipped for a limit
+    fresh = {rule_id: dict.fromkeys(periods, 0) for rule_id, periods in m.rule_counts.items()}
+    assert all(s.reason == "group" for s in evaluate(rules, p, replace(m, rule_counts=fresh), tz).skipped)
 
 
 @PROPERTY_SETTINGS
@@ -817,6 +1097,7 @@ def test_property_award_is_explained_never_negative_and_within_every_cap(
 def test_property_award_does_not_depend_on_the_order_of_lines(
     rules: RuleSet, p: Purchase, m: MemberFacts, tz: Any, data: st.DataObject
 ):
+    m = with_counts(rules, m, data)
     shuffled = p.model_copy(update={"lines": data.draw(st.permutations(p.lines))})
     award, other = evaluate(rules, p, m, tz), evaluate(rules, shuffled, m, tz)
     assert award.points == other.points
@@ -831,7 +1112,12 @@ def test_property_award_does_not_depend_on_the_order_of_lines(
 def test_property_clawbacks_never_exceed_the_award_and_a_full_return_takes_it_all(
     rules: RuleSet, p: Purchase, m: MemberFacts, data: st.DataObject
 ):
+    m = with_counts(rules, m, data)
     award = evaluate(rules, p, m, BERLIN)
+    if data.draw(st.booleans()):  # erasure redacts the award: returns claw back exactly the same
+        award = redact_award(award, personal_rule_ids(rules))
+        check_breakdown(award)
+    released: list[str] = []
     history: list[ReturnRequest] = []
     kept_units = [ln.quantity for ln in p.lines]
     total_clawed = 0
@@ -851,6 +1137,7 @@ def test_property_clawbacks_never_exceed_the_award_and_a_full_return_takes_it_al
             assert request.amount is not None  # only an amount can exceed what is kept here
             continue
         assert result.points >= 0
+        released += result.released_rule_ids
         total_clawed += result.points
         assert result.cumulative_points == total_clawed <= award.points
         history.append(request)
@@ -858,7 +1145,10 @@ def test_property_clawbacks_never_exceed_the_award_and_a_full_return_takes_it_al
     if rest:
         final = clawback(award, p, ReturnRequest(lines=rest), history)
         total_clawed += final.points
+        released += final.released_rule_ids
         assert final.remaining_points == 0
     assert total_clawed == award.points
+    # everything back: every rule that applied is released, each exactly once
+    assert sorted(released) == sorted(applied_rule_ids(award))
     with pytest.raises(DomainError):
         clawback(award, p, returned(p.lines[0].sku, 1, 0), [*history, ReturnRequest(lines=rest)] if rest else history)

@@ -131,11 +131,12 @@ async def test_a_rule_change_never_alters_earlier_purchases(tenant):
     before = (await _post(tenant, _purchase("v", "v-1", lines, occurred_at="2026-11-19T22:00:00Z"))).json()
     after = (await _post(tenant, _purchase("v", "v-2", lines, occurred_at="2026-11-20T00:00:00Z"))).json()
     now = (await _post(tenant, _purchase("v", "v-3", lines, occurred_at=None))).json()
-    early = (await _post(tenant, _purchase("v", "v-0", lines, occurred_at="2025-06-01T00:00:00Z"))).json()
+    early = await _post(tenant, _purchase("v", "v-0", lines, occurred_at="2025-06-01T00:00:00Z"))
     assert (before["purchase"]["points"], before["purchase"]["rule_version"]) == (10, 1)
     assert (after["purchase"]["points"], after["purchase"]["rule_version"]) == (100, 2)
     assert (now["purchase"]["points"], now["purchase"]["rule_version"]) == (100, 2)  # v3 is not in force yet
-    assert (early["purchase"]["points"], early["purchase"]["rule_version"]) == (10, 0)  # the default rules
+    # before the program's first rules: refused (issue 12 F2); version 0 never applies to a program with rules
+    assert early.status_code == 422 and early.json()["code"] == "occurred_at_too_old"
     versions = (await tenant.client.get("/v1/program/earn-rules/versions", headers=tenant.headers())).json()
     assert [v["version"] for v in versions["data"]] == [1, 2, 3]
     current = (await tenant.client.get("/v1/program/earn-rules", headers=tenant.headers())).json()
@@ -376,3 +377,106 @@ async def test_purchase_answer_equals_what_reads_return_afterwards(tenant):
         assert posted.json()["purchase"] == got.json()
         assert posted.json()["balance"] == await tenant.balance("ans")
         assert posted.json()["balance"]["tier"] == expected_tier
+
+
+# --- issue 12 F4: client mistakes are 4xx, never 500 -----------------------------------------------------------
+
+
+async def test_one_event_id_posted_concurrently_for_different_members_is_one_201_and_409s(tenant, db):
+    await _rules(tenant, {"base": {"points_per_unit": "1"}, "events": [{"name": "visit", "points": 5}]})
+    for round_ in range(5):
+        answers = await asyncio.gather(*[
+            tenant.client.post("/v1/events", json={"member_id": f"race-{round_}-{i}", "event_id": f"visit-{round_}",
+                                                   "name": "visit"},
+                               headers=tenant.headers(idem=uuid.uuid4().hex))
+            for i in range(4)])
+        statuses = sorted(r.status_code for r in answers)
+        assert statuses == [201, 409, 409, 409], [r.text for r in answers]
+        assert all(r.json()["code"] == "external_ref_conflict" for r in answers if r.status_code == 409)
+        winner = next(r for r in answers if r.status_code == 201).json()
+        rows = await db.fetch("SELECT m.external_id FROM member_events e JOIN members m ON m.id = e.member_id "
+                              "WHERE e.program_id = $1 AND e.event_id = $2", tenant.program_id, f"visit-{round_}")
+        assert [r["external_id"] for r in rows] == [winner["member_id"]]
+    # the same member's concurrent duplicates replay
+    answers = await asyncio.gather(*[
+        tenant.client.post("/v1/events", json={"member_id": "race-same", "event_id": "visit-same", "name": "visit"},
+                           headers=tenant.headers(idem=uuid.uuid4().hex)) for _ in range(4)])
+    assert sorted(r.status_code for r in answers) == [200, 200, 200, 201]
+    assert (await tenant.balance("race-same"))["available"] == 5
+    assert (await tenant.verify())["ok"]
+
+
+async def test_paid_with_points_above_the_total_is_422_naming_the_field(tenant, db):
+    body = _purchase("pwp", "pwp-1", [{"sku": "A", "quantity": 1, "unit_price": "10.00"}], paid_with_points="10.01")
+    for path in ("/v1/purchases", "/v1/purchases/quote"):
+        r = await _post(tenant, body, path=path)
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+        assert ["body", "paid_with_points"] in [e["loc"] for e in r.json()["errors"]]
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE program_id = $1", tenant.program_id) == 0
+    r = await _post(tenant, {**body, "paid_with_points": "10.00"})
+    assert r.status_code == 201 and r.json()["purchase"]["points"] == 0
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"n": value}
+    return value
+
+
+async def test_free_form_json_nested_beyond_32_levels_is_422_everywhere(tenant, db):
+    """Metadata 255 levels deep used to be a 500 (the answer could not be serialised)."""
+    await _rules(tenant, {"base": {"points_per_unit": "1"}, "events": [{"name": "deep", "points": 1}]})
+    await tenant.member("deep-m")
+    await tenant.adjust("deep-m", 100)
+    before = await db.fetchval("SELECT count(*) FROM entries WHERE program_id = $1", tenant.program_id)
+    for depth in (33, 100, 255, 300, 900):
+        deep = _nested(depth)
+        cases = [
+            ("POST", "/v1/events", {"member_id": "deep-m", "event_id": f"deep-{depth}", "name": "deep",
+                                    "metadata": deep}),
+            ("POST", "/v1/adjustments", {"member_id": "deep-m", "points": 1, "reason": "x", "metadata": deep}),
+            ("POST", "/v1/redemptions", {"member_id": "deep-m", "points": 1, "metadata": deep}),
+            ("PUT", "/v1/members/deep-m", {"attributes": deep}),
+            ("PATCH", "/v1/program", {"settings": deep}),
+        ]
+        for method, path, body in cases:
+            r = await tenant.client.request(method, path, json=body, headers=tenant.headers(idem=uuid.uuid4().hex))
+            assert r.status_code == 422 and r.json()["code"] == "validation_error", (depth, path, r.text[:300])
+            assert "levels deep" in r.text
+    assert await db.fetchval("SELECT count(*) FROM entries WHERE program_id = $1", tenant.program_id) == before
+    # 32 levels is fine, and comes back as sent
+    ok = await tenant.client.post("/v1/events", json={"member_id": "deep-m", "event_id": "deep-ok", "name": "deep",
+                                                      "metadata": _nested(32)},
+                                  headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert ok.status_code == 201, ok.text
+    entry = await tenant.client.get(f"/v1/entries/{ok.json()['entry_id']}", headers=tenant.headers())
+    from app.json_limits import json_depth
+
+    assert entry.json()["metadata"]["event"] == "deep" and json_depth(entry.json()["metadata"]) == 32
+
+
+def test_json_depth_counts_levels_iteratively():
+    from app.json_limits import json_depth
+
+    assert (json_depth(1), json_depth({}), json_depth({"a": []}), json_depth([[[]]])) == (0, 1, 2, 3)
+    assert json_depth(_nested(100_000)) == 100_000  # no recursion
+
+
+# --- issue 12 F9: every order id posted can be read back ---------------------------------------------------------
+
+
+async def test_order_ids_that_could_not_be_read_back_are_refused_and_the_rest_read_back(tenant, db):
+    from urllib.parse import quote
+
+    lines = [{"sku": "A", "quantity": 1, "unit_price": "1.00"}]
+    for bad in ("a/b", "/", "a\\b", ".", "..", "a\nb", "a\x00b", "tab\there"):
+        r = await _post(tenant, _purchase("oid", bad, lines))
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", (bad, r.text)
+        assert ["body", "order_id"] in [e["loc"] for e in r.json()["errors"]], bad
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE program_id = $1", tenant.program_id) == 0
+    for good in ("a%2Fb", "ord 7 ", "...", "a.b", "caf\u00e9", "#1?x=2", "a+b&c", "%"):
+        r = await _post(tenant, _purchase("oid", good, lines))
+        assert r.status_code == 201, (good, r.text)
+        got = await tenant.client.get(f"/v1/purchases/{quote(good, safe='')}", headers=tenant.headers())
+        assert got.status_code == 200 and got.json()["order_id"] == good, (good, got.text)

@@ -53,15 +53,30 @@ async def test_deeply_nested_body_is_a_client_error(tenant):
     assert (await tenant.balance("deep"))["available"] == 0
 
 
-async def test_health_readiness_and_metrics(client):
+async def test_health_readiness_and_metrics_off_by_default(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     r = await client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
-    await client.get("/v1/members/x/balance")
-    metrics = (await client.get("/metrics")).text
-    line = 'points_ledger_http_requests_total{method="GET",route="/v1/members/{member_id}/balance",status="401"}'
-    assert line in metrics
-    assert "points_ledger_db_pool_size" in metrics
+    # issue 12 F9: /metrics is unauthenticated, so it is off unless PL_METRICS_ENABLED: 404 like any unknown path
+    r = await client.get("/metrics")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert "points_ledger" not in r.text
+
+
+async def test_metrics_when_enabled(settings):
+    import httpx
+
+    from app.main import create_app
+
+    app = create_app(settings.model_copy(update={"metrics_enabled": True}))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://m") as c:
+        await c.get("/v1/members/x/balance")
+        r = await c.get("/metrics")
+        assert r.status_code == 200
+        line = 'points_ledger_http_requests_total{method="GET",route="/v1/members/{member_id}/balance",status="401"}'
+        assert line in r.text
+        assert "points_ledger_db_pool_size" in r.text
 
 
 async def test_unexpected_errors_are_bare_500s_with_the_request_id(tenant, monkeypatch):

@@ -110,3 +110,77 @@ async def test_purge_removes_only_expired_keys(tenant, db):
     assert await purge_expired(db, 7) >= 1
     keys = await db.fetch("SELECT key FROM idempotency_keys WHERE program_id = $1", tenant.program_id)
     assert [k["key"] for k in keys] == ["new"]
+
+
+# --- the Idempotency-Key header itself (issue 12 F5) -------------------------------------------------------------
+
+
+def _adjustment(member_id: str, points: int) -> dict:
+    return {"member_id": member_id, "points": points, "reason": "ws"}
+
+
+async def test_surrounding_whitespace_is_stripped_on_both_sides(tenant):
+    """" k", "k " and "k" are one key: the first posts, the other two replay it (trailing whitespace used to
+    make a new key while leading whitespace was stripped)."""
+    await tenant.member("i-ws")
+    answers = []
+    for value in ("k-ws", " k-ws", "k-ws ", "\tk-ws\t "):
+        answers.append(await tenant.client.post("/v1/adjustments", json=_adjustment("i-ws", 7),
+                                                headers={**tenant.headers(), "Idempotency-Key": value}))
+    assert [r.status_code for r in answers] == [201] * 4
+    assert "idempotent-replayed" not in answers[0].headers
+    assert all(r.headers["idempotent-replayed"] == "true" and r.json() == answers[0].json() for r in answers[1:])
+    assert (await tenant.balance("i-ws"))["available"] == 7
+    # another body under the stripped key is the reuse of that key
+    r = await tenant.client.post("/v1/adjustments", json=_adjustment("i-ws", 8),
+                                 headers={**tenant.headers(), "Idempotency-Key": "k-ws  "})
+    assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
+
+
+async def test_two_idempotency_key_headers_are_refused_and_write_nothing(tenant, db):
+    await tenant.member("i-two")
+    headers = [("Authorization", f"Bearer {tenant.admin_key}"), ("Idempotency-Key", "k-two-a"),
+               ("Idempotency-Key", "k-two-b")]
+    r = await tenant.client.post("/v1/adjustments", json=_adjustment("i-two", 5), headers=headers)
+    assert r.status_code == 400 and r.json()["code"] == "idempotency_key_invalid", r.text
+    assert "exactly one" in r.json()["detail"]
+    assert (await tenant.balance("i-two"))["available"] == 0
+    stored = await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE program_id = $1 AND key LIKE 'k-two%'",
+                               tenant.program_id)
+    assert stored == 0
+    # the same header twice with the same value is still two headers
+    same = [headers[0], ("Idempotency-Key", "k-two-a"), ("Idempotency-Key", "k-two-a")]
+    r = await tenant.client.post("/v1/adjustments", json=_adjustment("i-two", 5), headers=same)
+    assert r.status_code == 400 and r.json()["code"] == "idempotency_key_invalid"
+    # one header: accepted
+    r = await tenant.client.post("/v1/adjustments", json=_adjustment("i-two", 5), headers=headers[:2])
+    assert r.status_code == 201
+
+
+async def test_malformed_keys_are_400_and_authentication_comes_first(tenant, client):
+    await tenant.member("i-bad")
+    for value, code in (("   ", "idempotency_key_missing"), ("k" * 256, "idempotency_key_invalid"),
+                        ("caf\u00e9".encode(), "idempotency_key_invalid"), ("a\x7fb", "idempotency_key_invalid")):
+        r = await tenant.client.post("/v1/adjustments", json=_adjustment("i-bad", 5),
+                                     headers={**tenant.headers(), "Idempotency-Key": value})
+        assert r.status_code == 400 and r.json()["code"] == code, (value, r.text)
+    r = await tenant.client.post("/v1/adjustments", json=_adjustment("i-bad", 5),
+                                 headers={**tenant.headers(), "Idempotency-Key": "k" * 255})
+    assert r.status_code == 201
+    # without a valid API key, two headers are still 401 first
+    r = await client.post("/v1/adjustments", json=_adjustment("i-bad", 5),
+                          headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
+    assert r.status_code == 401
+    assert (await tenant.balance("i-bad"))["available"] == 5
+
+
+def test_parse_idempotency_key_rules():
+    import pytest
+
+    from app.api.idempotency_key import parse_idempotency_key
+    from app.errors import DomainError
+
+    assert parse_idempotency_key([" order 7 \t"]) == "order 7"
+    for values in ([], [""], ["a", "b"], ["x" * 256], ["\u00e9"]):
+        with pytest.raises(DomainError):
+            parse_idempotency_key(values)

@@ -167,8 +167,9 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress") else None
-    if exc.code == "rate_limited":
+    headers = {"Retry-After": "1"} if exc.code in ("member_busy", "request_in_progress", "revocation_unconfirmed") \
+        else None
+    if exc.code in ("rate_limited", "authentication_rate_limited"):
         headers = {"Retry-After": str(exc.extra.get("retry_after", 1))}
     return problem_response(exc.code, exc.detail, headers=headers, **exc.extra)
 
@@ -211,8 +212,8 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route: each status with the problem codes it may carry."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    for code in (*codes, "validation_error", "malformed_request", "unauthorized", "rate_limited", "internal_error",
-                 "database_unavailable", "database_timeout"):
+    for code in (*codes, "validation_error", "malformed_request", "unauthorized", "rate_limited",
+                 "authentication_rate_limited", "internal_error", "database_unavailable", "database_timeout"):
         status = CATALOG[code][0]
         if code not in by_status[status]:
             by_status[status].append(code)

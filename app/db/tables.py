@@ -343,7 +343,32 @@ purchase_returns = sa.Table(
               comment="points that could not be taken back (negative_balance_on_return = clamp)"),
     sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=_now(),
+              comment="when the return happened (client time; default when recorded)"),
     sa.UniqueConstraint("purchase_id", "return_id"),
+)
+
+# issue 12: each application of an earn rule that has limits ("birthday +100, once a year"), so the purchase
+# context counts them per period (ledger_rule_counts) instead of scanning stored awards. Written with the
+# purchase, under the member's lock; `released` by the return that takes back all the rule gave; rows of rules
+# that depend on the birthday (`personal`) are deleted on erasure.
+member_rule_awards = sa.Table(
+    "member_rule_awards",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("purchase_id", sa.BigInteger, sa.ForeignKey("purchases.id"), nullable=False),
+    sa.Column("rule_id", sa.Text, nullable=False, comment="the earn rule's id: counts are by id, across rule versions"),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False,
+              comment="the purchase's occurred_at: the periods the limits count in"),
+    sa.Column("personal", sa.Boolean, nullable=False, server_default=sa.false(),
+              comment="the rule depends on the birthday: deleted on erasure"),
+    sa.Column("released", sa.Boolean, nullable=False, server_default=sa.false(),
+              comment="a return took back everything the rule gave on that purchase: no longer counted"),
+    sa.UniqueConstraint("purchase_id", "rule_id"),
+    sa.Index("ix_member_rule_awards_counted", "member_id", "rule_id", "occurred_at",
+             postgresql_where=sa.text("NOT released")),
 )
 
 member_events = sa.Table(

@@ -36,6 +36,7 @@ class PurchaseContext(_FromRecord):
     metric_spend: Decimal
     metric_purchases: int
     existing_hash: bytes | None
+    rule_counts: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ reads of purchases, and the activation job; the writes are SQL functions (migrat
 
 PURCHASE_CONTEXT = """
 SELECT * FROM ledger.purchase_context(p_program => $1, p_member_ref => $2, p_order_id => $3, p_occurred_at => $4,
-                                      p_day_start => $5, p_month_start => $6, p_window_start => $7, p_bonuses => $8)
+                                      p_day_start => $5, p_month_start => $6, p_window_start => $7, p_bonuses => $8,
+                                      p_rules => $9, p_tz => $10)
 """
 RETURN_CONTEXT = "SELECT * FROM ledger.return_context(p_program => $1, p_order_id => $2, p_return_id => $3)"
 EVENT_CONTEXT = """
@@ -24,3 +25,28 @@ SELECT coalesce(sum(remaining), 0) FROM lots WHERE pending AND available_at <= n
    AND ($1::uuid IS NULL OR program_id = $1)
 """
 ACTIVATE = "SELECT ledger.activate_due($1, now())"
+
+# --- erasure (issue 12 F8): what reveals the birthday is removed from the stored explanations of purchases -------
+
+ERASE_PERSONAL_RULE_AWARDS = "DELETE FROM member_rule_awards WHERE member_id = $1 AND personal"
+MEMBER_RULE_VERSIONS = """
+SELECT DISTINCT v.id, v.rules::text AS rules FROM purchases p JOIN earn_rule_versions v ON v.id = p.rule_version_id
+WHERE p.member_id = $1
+"""
+PROGRAM_RULE_VERSIONS = "SELECT id, rules::text AS rules FROM earn_rule_versions WHERE program_id = $1"
+MEMBER_PURCHASES_OF_VERSION = "SELECT id, award FROM purchases WHERE member_id = $1 AND rule_version_id = $2"
+REWRITE_AWARD = "UPDATE purchases SET award = $2::text::json WHERE id = $1"
+RETURNS_OF_PURCHASES = "SELECT id, result FROM purchase_returns WHERE purchase_id = ANY ($1::bigint[])"
+# The only rewrite of purchase_returns there is: its trigger lets it through in this transaction alone
+# (ledger.forbid_change_but_redaction), and only when the numbers of the result stay.
+ALLOW_RETURN_REDACTION = "SET LOCAL points_ledger.erasure = 'on'"
+END_RETURN_REDACTION = "SET LOCAL points_ledger.erasure = 'off'"
+REWRITE_RETURN_RESULT = "UPDATE purchase_returns SET result = $2::text::json WHERE id = $1"
+# The stored answers of the member's purchases and returns still within the idempotency retention (they carry the
+# award or the clawback). A scan of the program's keys: erasure is rare, and the keys are purged after 7 days.
+MEMBER_STORED_ANSWERS = """
+SELECT key, response_body FROM idempotency_keys
+WHERE program_id = $1 AND status_code < 300 AND response_body::jsonb -> 'balance' ->> 'member_id' = $2
+  AND (response_body::jsonb ? 'purchase' OR response_body::jsonb ? 'clawback')
+"""
+REWRITE_STORED_ANSWER = "UPDATE idempotency_keys SET response_body = $3 WHERE program_id = $1 AND key = $2"

@@ -8,38 +8,63 @@ Evaluation order of :func:`evaluate`
 ====================================
 1. **Local time.** ``occurred_at`` is converted to ``tz``; every date, weekday (ISO 1 = Monday ... 7 = Sunday),
    time-of-day and birthday condition uses that local date and time.
-2. **Line amounts.** ``net = quantity * unit_price - discount`` per line. A line whose category is in
-   ``exclusions.categories`` or whose SKU is in ``exclusions.skus`` is *excluded*: its eligible amount is 0.
-3. **Paid with points.** ``paid_with_points`` never earns: it is taken off the eligible amounts proportionally to
-   them, by largest remainder in units of ``10**-d`` (``d`` = the most decimals among 2, ``paid_with_points``,
-   the unit prices and the discounts), so the reductions sum exactly to ``paid_with_points``. When it covers the
-   whole eligible amount, every eligible amount is 0 (the excess, e.g. spent on excluded items, is ignored).
+2. **Line amounts.** ``net = quantity * unit_price - discount`` per line. **No purchase earns on more money than
+   was paid**: when the nets add up to more than ``total`` (an order-level discount the lines do not show, or
+   wrong lines), ``total`` is apportioned over all lines (excluded ones included) in proportion to their nets,
+   by largest remainder in units of ``10**-d`` (``d`` = the most decimals among 2, ``total``,
+   ``paid_with_points``, the unit prices and the discounts); each line's ``order_discount`` shows what it lost.
+   Lines that add up to less than ``total`` (tax, shipping, tips not itemised) are left as they are. A line whose
+   category is in ``exclusions.categories`` or whose SKU is in ``exclusions.skus`` is *excluded*: its eligible
+   amount is 0.
+3. **Paid with points.** ``paid_with_points`` (never above ``total``) never earns: it is taken off the eligible
+   amounts proportionally to them, by largest remainder in units of ``10**-d``, so the reductions sum exactly to
+   ``paid_with_points``. When it covers the whole eligible amount, every eligible amount is 0 (the excess, e.g.
+   spent on excluded items, is ignored). So ``eligible_amount <= total - paid_with_points``, always.
 4. **Base points.** ``eligible_amount * points_per_unit``, rounded with ``base.rounding``:
    ``round_per="line"`` rounds each line; ``round_per="order"`` rounds the order's sum once and apportions it to
    the lines by largest remainder (weights: each line's unrounded base points).
-5. **Multipliers** (kind group ``multiplier``), per line with eligible amount > 0. The applicable multipliers are
-   those whose order conditions and line conditions (categories, skus) hold. If any of them is ``exclusive``,
-   only the first exclusive one (lowest ``priority``, then ``id``) applies; otherwise all applicable
-   ``stack`` multipliers apply and multiply. They are applied in (``priority``, ``id``) order with *cumulative*
+5. **Which rules apply**, decided once per order, rules taken in (``priority``, ``id``) order. A rule *applies
+   to the order* when its order conditions hold (store, channel, tier, weekday, dates, times, and ``birthday``:
+   ``same_day``/``same_month`` as the member's birthday, a 29 February birthday matching 28 February in non-leap
+   years and a member without a birthday never matching; ``not_same_day``/``not_same_month`` the opposite), it
+   has at least one *basis line* (a non-excluded line with eligible amount > 0 that satisfies its line
+   conditions, categories and skus), and its own test passes (``first_purchase_bonus``: the member's first
+   purchase; ``birthday_bonus``: ``birthday_match``; ``threshold_bonus``: the basis lines' eligible amount is at
+   or above ``min_total``). Then, in that order:
+
+   a. **Limits.** A rule with ``limits`` (``times`` per ``day``, ``month``, ``year`` (local calendar periods of
+      ``occurred_at``) or ``ever``) whose member count (``MemberFacts.rule_counts``) has reached one of them
+      does not apply. Limits are checked ever, year, month, day; the first reached is listed in ``skipped``
+      (``reason="limit"``). A rule that does not apply excludes nothing.
+   b. **Exclusivity groups.** Of the rules with the same ``group`` that are still in, only the first applies;
+      the others are listed in ``skipped`` (``reason="group"``, ``by_rule_id``). Groups span kinds: a birthday
+      bonus and a multiplier in one group never both apply to an order ("Tuesday x2, but not on birthday
+      orders").
+6. **Multipliers** (kind ``multiplier``), per line with eligible amount > 0, among the rules still in whose line
+   conditions the line satisfies. If any of them is ``exclusive``, only the first exclusive one applies on the
+   line; otherwise all of them do (``stacking`` acts within the kind, ``group`` across kinds). Multipliers with
+   ``applies_to="points"`` (the default) are applied first, in (``priority``, ``id``) order, with *cumulative*
    rounding: after rule k the line holds ``round(base * f1 * ... * fk)`` and rule k's contribution is the
-   difference to the previous value, so contributions telescope to ``round(base * product) - base``.
-6. **Bonuses** (kind group ``bonus``: ``fixed_bonus``, ``first_purchase_bonus``, ``birthday_bonus``,
-   ``threshold_bonus``), decided once per order. A bonus rule's *basis lines* are the non-excluded lines with
-   eligible amount > 0 that satisfy its line conditions; it is *applicable* when its order conditions hold, it
-   has at least one basis line, and its own test passes (first purchase; birthday ``same_day``/``same_month``,
-   a 29 February birthday matching 28 February in non-leap years; threshold: the basis lines' eligible amount
-   is at or above ``min_total``). If any applicable bonus is ``exclusive``, only the first exclusive one
-   (lowest ``priority``, then ``id``) applies and every other bonus is ignored; otherwise all applicable
-   ``stack`` bonuses add. A ``fixed_bonus`` with ``per="line"`` gives its points to each basis line, with
-   ``per="unit"`` points x quantity to each basis line (both are *line* contributions); every other bonus is
-   an *order bonus*.
-7. **Caps**, in the order ``per_order``, ``per_member_per_day`` (allowance ``cap - earned_today``),
+   difference to the previous value, so contributions telescope to ``round(base * product) - base``. Then each
+   multiplier with ``applies_to="base"`` adds ``round(base * f) - base`` (the base points times ``f - 1``,
+   unaffected by the others: "the tier multiplier on the base rate only"), but never more than the line holds
+   so far, so a line never goes below zero.
+7. **Bonuses** (kinds ``fixed_bonus``, ``first_purchase_bonus``, ``birthday_bonus``, ``threshold_bonus``), among
+   the rules still in: if any is ``exclusive``, only the first exclusive one applies and every other bonus is
+   ignored; otherwise all ``stack`` bonuses add. A ``fixed_bonus`` with ``per="line"`` gives its points to each
+   basis line, with ``per="unit"`` points x quantity to each basis line (both are *line* contributions); every
+   other bonus is an *order bonus*.
+8. **Caps**, in the order ``per_order``, ``per_member_per_day`` (allowance ``cap - earned_today``),
    ``per_member_per_month`` (allowance ``cap - earned_this_month``); allowances never go below 0. Each cap that
    lowers the award is recorded in ``capped`` with the points it removed. The removed points are taken from
    the order bonuses in reverse application order (the last-applied bonus first), then from the lines
    proportionally to their points (largest remainder), so a line never loses more than it earned.
-8. The award is ``sum(line.points) + sum(order_bonus.points)``; it is never negative and never above any cap.
+9. The award is ``sum(line.points) + sum(order_bonus.points)``; it is never negative and never above any cap.
    An award above the ledger's per-operation maximum (``MAX_POINTS``) raises ``DomainError("points_out_of_range")``.
+
+A rule *applied* to a purchase when it appears in the breakdown (a line contribution or an order bonus), whatever
+caps removed afterwards: that is what its limits count (:func:`applied_rule_ids`). Counts are by rule ``id``,
+across rule versions, and start when a rule gets limits (applications before that were not recorded).
 
 Determinism: every largest-remainder tie is broken by the line's content (sku, category, quantity, unit price,
 discount) and only then by its index, so the award does not depend on the order of the lines.
@@ -49,11 +74,19 @@ Returns (:func:`clawback`)
 Each line keeps a *returned fraction* ``f`` (exact rational). Returning ``q`` of the line's ``k`` not yet returned
 units gives ``f += (1 - f) * q / k`` (with quantity returns only, ``f`` is simply returned units / quantity). An
 ``amount`` return is spread over all lines, excluded ones included, proportionally to their not yet returned net
-value ``net * (1 - f)``; it cannot exceed the total not yet returned net value. Points clawed back, cumulatively:
+value ``net * (1 - f)`` (``net`` as paid: scaled down to ``total`` as in step 2); it cannot exceed the total not
+yet returned net value. Points clawed back, cumulatively:
 ``round(line.points * f)`` per line, ``round(bonus.points * returned_eligible / basis_eligible)`` per order bonus,
 and for a threshold bonus all of its points once the kept eligible amount of its basis lines is below
 ``min_total`` (nothing before). ``round`` is the award's rounding mode. A return claws back
 ``clawback_total(after) - clawback_total(before)``, so repeated partial returns never exceed the award.
+
+A return *releases* a rule when, with it, everything the rule gave on the purchase is taken back: an order bonus
+once all its points are clawed back (a threshold bonus once the kept amount falls below ``min_total``), or, if
+caps left it none, once all its basis lines are returned; a line rule once every line it contributed to is
+returned in full (``released_rule_ids``). A released rule no longer counts toward its limits, so the member can
+earn it again in that period: a birthday bonus "once a year" comes back with a fully returned birthday order,
+but not with a partial return that leaves part of it. Returns never change which rules applied.
 
 Events (:func:`evaluate_event`)
 ===============================
@@ -70,7 +103,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -88,6 +121,10 @@ BonusPer = Literal["order", "line", "unit"]
 BirthdayMatch = Literal["same_day", "same_month"]
 CapName = Literal["per_order", "per_member_per_day", "per_member_per_month"]
 EventPeriod = Literal["day", "month", "ever"]
+LimitPeriod = Literal["day", "month", "year", "ever"]
+BirthdayCondition = Literal["same_day", "same_month", "not_same_day", "not_same_month"]
+MultiplierBasis = Literal["points", "base"]
+REDACTED = "redacted"  # the rule id and kind that replace a personal rule's in a stored award (erasure)
 
 MAX_AMOUNT = 10**12  # money amounts (unit price, discount, totals) are at most a trillion currency units
 MAX_QUANTITY = 1_000_000
@@ -142,6 +179,10 @@ class Conditions(BaseModel):
     time_to: time | None = Field(
         default=None, description="Local time of day, exclusive; before time_from means the window wraps midnight"
     )
+    birthday: BirthdayCondition | None = Field(
+        default=None, description="The member's birthday: same_day / same_month as the purchase's local date (a "
+        "member without a birthday never matches), or not_same_day / not_same_month (a member without one always "
+        "matches)")
 
     @model_validator(mode="after")
     def _coherent(self) -> Conditions:
@@ -160,6 +201,15 @@ class Conditions(BaseModel):
     @property
     def has_line_conditions(self) -> bool:
         return self.categories is not None or self.skus is not None
+
+
+class RuleLimit(BaseModel):
+    """At most ``times`` awards of the rule per member per local ``day``, ``month``, ``year`` or ``ever``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    times: Annotated[int, Field(ge=1, le=MAX_POINTS)]
+    per: LimitPeriod
 
 
 class EarnRule(BaseModel):
@@ -182,11 +232,23 @@ class EarnRule(BaseModel):
         default=None, description="threshold_bonus only: eligible amount needed, inclusive"
     )
     conditions: Conditions = Field(default_factory=Conditions)
+    group: RuleId | None = Field(
+        default=None, description="Exclusivity group, across kinds: of the rules of one group that apply to an "
+        "order, only the first (lowest priority, then id) does")
+    limits: list[RuleLimit] | None = Field(
+        default=None, max_length=4, description="Awards per member per local day, month, year or ever; a rule at "
+        "a limit does not apply (and so does not exclude others)")
+    applies_to: MultiplierBasis | None = Field(
+        default=None, description="multiplier only: points (default; multiplies the line's points so far, "
+        "compounding) or base (adds base_points x (factor - 1), whatever else applies)")
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> EarnRule:
+        if self.limits is not None:
+            _no_empty(self.limits, "limits")
+            _no_duplicates([limit.per for limit in self.limits], "limit period")
         allowed: dict[str, set[str]] = {
-            "multiplier": {"factor"},
+            "multiplier": {"factor", "applies_to"},
             "fixed_bonus": {"points", "per"},
             "first_purchase_bonus": {"points"},
             "birthday_bonus": {"points", "birthday_match"},
@@ -199,7 +261,7 @@ class EarnRule(BaseModel):
             "birthday_bonus": {"points"},
             "threshold_bonus": {"points", "min_total"},
         }
-        for name in ("factor", "points", "per", "birthday_match", "min_total"):
+        for name in ("factor", "points", "per", "birthday_match", "min_total", "applies_to"):
             present = getattr(self, name) is not None
             if present and name not in allowed[self.kind]:
                 raise ValueError(f"rule {self.id!r}: {name} is not allowed for kind {self.kind!r}")
@@ -212,8 +274,14 @@ class EarnRule(BaseModel):
         return self
 
     @property
-    def group(self) -> Literal["multiplier", "bonus"]:
+    def kind_group(self) -> Literal["multiplier", "bonus"]:
+        """``stacking: exclusive`` acts within the kind group; ``group`` (an exclusivity group) across kinds."""
         return "multiplier" if self.kind == "multiplier" else "bonus"
+
+    @property
+    def personal(self) -> bool:
+        """Whether applying the rule depends on the member's birthday (so its appearance reveals it)."""
+        return self.kind == "birthday_bonus" or self.conditions.birthday is not None
 
 
 class Exclusions(BaseModel):
@@ -263,6 +331,9 @@ class RuleSet(BaseModel):
     exclusions: Exclusions = Field(default_factory=Exclusions)
     caps: Caps = Field(default_factory=Caps)
     events: list[EventRule] = Field(default_factory=list, max_length=500)
+    tier_multiplier_applies_to: MultiplierBasis = Field(
+        default="points", description="The tier's earn_multiplier as a multiplier rule applying to the line's "
+        "points so far (points, the default) or to its base points only (base)")
 
     @field_validator("rules")
     @classmethod
@@ -329,6 +400,11 @@ class MemberFacts:
 
     ``earned_today`` / ``earned_this_month``: purchase points already awarded to the member in the local
     calendar day / month (programme time zone) of the purchase's ``occurred_at`` (see :func:`local_date`).
+
+    ``rule_counts``: for each rule with ``limits``, by period (``"day"``, ``"month"``, ``"year"``, ``"ever"``),
+    how many earlier purchases of the member in that local period of ``occurred_at`` the rule applied to (and
+    that no return has taken all of it back from). Only the rules and periods :func:`rule_periods_needed`
+    names are read; a missing one is a caller bug (``ValueError``).
     """
 
     tier: str | None
@@ -336,10 +412,13 @@ class MemberFacts:
     first_purchase: bool
     earned_today: int
     earned_this_month: int
+    rule_counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.earned_today < 0 or self.earned_this_month < 0:
             raise ValueError("earned_today and earned_this_month must not be negative")
+        if any(count < 0 for counts in self.rule_counts.values() for count in counts.values()):
+            raise ValueError("rule counts must not be negative")
 
 
 def local_date(occurred_at: datetime, tz: tzinfo) -> date:
@@ -368,6 +447,9 @@ class LineAward(_Out):
     quantity: int
     excluded_by: Literal["category", "sku"] | None = Field(description="Why the line never earns, if it does not")
     eligible_amount: DecimalText = Field(description="Net amount that earns, after the paid-with-points share")
+    order_discount: DecimalText = Field(
+        default=Decimal(0), description="Taken off the line's net amount because the lines add up to more than the "
+        "order's total (an order-level discount): its share of the difference")
     base_points: int
     contributions: list[RuleContribution] = Field(description="Multipliers, then per-line bonuses")
     capped_points: int = Field(description="Points removed from this line by caps")
@@ -376,7 +458,7 @@ class LineAward(_Out):
 
 class OrderBonus(_Out):
     rule_id: str
-    kind: BonusKind
+    kind: BonusKind | Literal["redacted"] = Field(description="redacted: a birthday rule, after erasure")
     points: int = Field(description="Awarded, after caps")
     capped_points: int = Field(description="Points of the bonus removed by caps")
     basis_eligible_amount: DecimalText = Field(description="Eligible amount of the lines the bonus was earned on")
@@ -391,6 +473,20 @@ class CapApplied(_Out):
     points_removed: int
 
 
+class SkippedRule(_Out):
+    """A rule that would have applied to the order but did not."""
+
+    rule_id: str
+    reason: Literal["limit", "group"] = Field(
+        description="limit: the member reached one of its limits; group: another rule of its exclusivity group "
+        "applied")
+    per: LimitPeriod | None = Field(default=None, description="limit: the period of the limit reached")
+    times: int | None = Field(default=None, description="limit: the limit")
+    count: int | None = Field(default=None, description="limit: the member's awards of the rule in that period")
+    group: str | None = Field(default=None, description="group: the exclusivity group")
+    by_rule_id: str | None = Field(default=None, description="group: the rule of the group that applied")
+
+
 class Award(_Out):
     points: int = Field(description="Total awarded, >= 0")
     rounding: Rounding = Field(description="Rounding mode of the rule set; clawbacks round the same way")
@@ -400,6 +496,8 @@ class Award(_Out):
     lines: list[LineAward]
     order_bonuses: list[OrderBonus]
     capped: list[CapApplied] = Field(description="Caps that removed points, in the order applied")
+    skipped: list[SkippedRule] = Field(
+        default_factory=list, description="Rules that would have applied but for a limit or an exclusivity group")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -459,10 +557,6 @@ def _line_key(line: PurchaseLine, index: int) -> tuple[Any, ...]:
     return (line.sku, line.category or "", line.quantity, line.unit_price, line.discount, index)
 
 
-def _net(line: PurchaseLine) -> Fraction:
-    return Fraction(line.unit_price) * line.quantity - Fraction(line.discount)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Conditions
 # --------------------------------------------------------------------------------------------------------------
@@ -491,6 +585,7 @@ def _order_conditions_hold(cond: Conditions, purchase: Purchase, member: MemberF
         and (cond.date_from is None or today >= cond.date_from)
         and (cond.date_to is None or today <= cond.date_to)
         and _in_window(local.time(), cond.time_from, cond.time_to)
+        and (cond.birthday is None or _birthday_condition_holds(cond.birthday, member.birthday, today))
     )
 
 
@@ -508,12 +603,42 @@ def _birthday_matches(birthday: date, today: date, match: BirthdayMatch) -> bool
     return (birthday.month, birthday.day) == (today.month, today.day)
 
 
+def _birthday_condition_holds(condition: BirthdayCondition, birthday: date | None, today: date) -> bool:
+    match: BirthdayMatch = "same_month" if condition.endswith("same_month") else "same_day"
+    matches = birthday is not None and _birthday_matches(birthday, today, match)
+    return matches if condition.startswith("same") else not matches
+
+
 def _first_exclusive_or_all(applicable: list[EarnRule]) -> list[EarnRule]:
     """``applicable`` is in (priority, id) order: the first exclusive rule alone, or every stacking rule."""
     for rule in applicable:
         if rule.stacking == "exclusive":
             return [rule]
     return applicable
+
+
+# Limits are checked in this order; the first reached is the one reported.
+_LIMIT_ORDER: tuple[LimitPeriod, ...] = ("ever", "year", "month", "day")
+
+
+def _limit_reached(rule: EarnRule, member: MemberFacts) -> SkippedRule | None:
+    if not rule.limits:
+        return None
+    counts = member.rule_counts.get(rule.id, {})
+    by_period = {limit.per: limit.times for limit in rule.limits}
+    for per in _LIMIT_ORDER:
+        if per not in by_period:
+            continue
+        if per not in counts:
+            raise ValueError(f"rule {rule.id!r} is limited per {per}: its count for that period is required")
+        if counts[per] >= by_period[per]:
+            return SkippedRule(rule_id=rule.id, reason="limit", per=per, times=by_period[per], count=counts[per])
+    return None
+
+
+def rule_periods_needed(rules: RuleSet) -> dict[str, set[LimitPeriod]]:
+    """The rules with limits and the periods whose counts :func:`evaluate` needs for them."""
+    return {rule.id: {limit.per for limit in rule.limits} for rule in rules.rules if rule.limits}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -546,6 +671,28 @@ class _Bonus:
     capped_points: int = 0
 
 
+def _amount_decimals(purchase: Purchase) -> int:
+    """The decimals every amount of ``purchase`` is computed in: the most among 2 and the amounts given."""
+    return max(
+        [2, _decimals(purchase.total), _decimals(purchase.paid_with_points)]
+        + [max(_decimals(line.unit_price), _decimals(line.discount)) for line in purchase.lines]
+    )
+
+
+def _paid_net_units(purchase: Purchase, decimals: int, keys: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
+    """Each line's net amount and the part of it paid for, in units of ``10**-decimals``.
+
+    Lines that add up to more than ``total`` (an order-level discount or coupon the lines do not show, or lines
+    that are simply wrong) are scaled down to it: the total is apportioned over them in proportion to their net
+    amounts (largest remainder), so no purchase earns on more money than was paid for it."""
+    net = [line.quantity * _to_units(line.unit_price, decimals) - _to_units(line.discount, decimals)
+           for line in purchase.lines]
+    total = _to_units(purchase.total, decimals)
+    if sum(net) <= total:
+        return net, net
+    return net, _apportion(total, net, keys)
+
+
 def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo) -> Award:
     """Points for ``purchase``, with a breakdown. See the module docstring for the exact evaluation order.
 
@@ -563,17 +710,10 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
         lines.append(_Line(index=index, line=line, key=_line_key(line, index), excluded_by=excluded_by))
     keys = [item.key for item in lines]
 
-    # 2-3. Eligible amounts in integer units of 10**-decimals, less the paid-with-points share.
-    decimals = max(
-        [2, _decimals(purchase.paid_with_points)]
-        + [max(_decimals(item.line.unit_price), _decimals(item.line.discount)) for item in lines]
-    )
-    pre = [
-        0
-        if item.excluded_by
-        else item.line.quantity * _to_units(item.line.unit_price, decimals) - _to_units(item.line.discount, decimals)
-        for item in lines
-    ]
+    # 2-3. Net amounts in integer units of 10**-decimals, scaled down to the total, less the paid-with-points share.
+    decimals = _amount_decimals(purchase)
+    net, paid_net = _paid_net_units(purchase, decimals, keys)
+    pre = [0 if item.excluded_by else units for item, units in zip(lines, paid_net, strict=True)]
     paid = _to_units(purchase.paid_with_points, decimals)
     if paid >= sum(pre):
         eligible = [0] * len(lines)
@@ -596,33 +736,17 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
     for item, points in zip(lines, base, strict=True):
         item.base_points = points
 
+    # 5. Which rules apply to the order: conditions, basis lines and own tests, then limits, then groups.
     ordered = sorted(rules.rules, key=lambda rule: (rule.priority, rule.id))
-    order_ok = {rule.id: _order_conditions_hold(rule.conditions, purchase, member, local) for rule in ordered}
     earning = [item for item in lines if not item.excluded_by and item.eligible_units > 0]
-
-    # 5. Multipliers, per line.
-    multipliers = [rule for rule in ordered if rule.kind == "multiplier" and order_ok[rule.id]]
-    for item in earning:
-        applicable = [rule for rule in multipliers if _line_conditions_hold(rule.conditions, item.line)]
-        product = Fraction(1)
-        previous = item.base_points
-        for rule in _first_exclusive_or_all(applicable):
-            assert rule.factor is not None
-            product *= Fraction(rule.factor)
-            current = _round(item.base_points * product, mode)
-            item.contributions.append(RuleContribution(rule_id=rule.id, kind="multiplier", points=current - previous))
-            previous = current
-
-    # 6. Bonuses, decided once per order.
-    applicable_bonuses: list[_Bonus] = []
+    applicable: list[tuple[EarnRule, list[int]]] = []
+    skipped: list[SkippedRule] = []
     for rule in ordered:
-        if rule.group != "bonus" or not order_ok[rule.id]:
+        if not _order_conditions_hold(rule.conditions, purchase, member, local):
             continue
         basis = [item.index for item in earning if _line_conditions_hold(rule.conditions, item.line)]
         if not basis:
             continue
-        basis_units = sum(lines[i].eligible_units for i in basis)
-        assert rule.points is not None
         if rule.kind == "first_purchase_bonus" and not member.first_purchase:
             continue
         if rule.kind == "birthday_bonus":
@@ -631,13 +755,55 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
                 continue
         if rule.kind == "threshold_bonus":
             assert rule.min_total is not None
-            if Fraction(basis_units, 10**decimals) < Fraction(rule.min_total):
+            if Fraction(sum(lines[i].eligible_units for i in basis), 10**decimals) < Fraction(rule.min_total):
                 continue
-        applicable_bonuses.append(_Bonus(rule=rule, points=rule.points, basis=basis, basis_units=basis_units))
-    chosen = {rule.id for rule in _first_exclusive_or_all([bonus.rule for bonus in applicable_bonuses])}
+        reached = _limit_reached(rule, member)
+        if reached is not None:
+            skipped.append(reached)
+            continue
+        applicable.append((rule, basis))
+    group_winner: dict[str, str] = {}
+    surviving: list[tuple[EarnRule, list[int]]] = []
+    for rule, basis in applicable:
+        if rule.group is not None:
+            winner = group_winner.setdefault(rule.group, rule.id)
+            if winner != rule.id:
+                skipped.append(SkippedRule(rule_id=rule.id, reason="group", group=rule.group, by_rule_id=winner))
+                continue
+        surviving.append((rule, basis))
+
+    # 6. Multipliers, per line.
+    multipliers = [(rule, set(basis)) for rule, basis in surviving if rule.kind == "multiplier"]
+    for item in earning:
+        chosen = _first_exclusive_or_all([rule for rule, basis in multipliers if item.index in basis])
+        product = Fraction(1)
+        previous = item.base_points
+        for rule in chosen:
+            if rule.applies_to == "base":
+                continue
+            assert rule.factor is not None
+            product *= Fraction(rule.factor)
+            current = _round(item.base_points * product, mode)
+            item.contributions.append(RuleContribution(rule_id=rule.id, kind="multiplier", points=current - previous))
+            previous = current
+        for rule in chosen:
+            if rule.applies_to != "base":
+                continue
+            assert rule.factor is not None
+            # base points x (factor - 1), as round(base x factor) - base (rounding a non-negative value); never
+            # more than the line holds so far, so a line never goes below zero
+            points = max(_round(item.base_points * Fraction(rule.factor), mode) - item.base_points, -item.gross)
+            item.contributions.append(RuleContribution(rule_id=rule.id, kind="multiplier", points=points))
+
+    # 7. Bonuses, decided once per order.
+    applicable_bonuses = [
+        _Bonus(rule=rule, points=rule.points, basis=basis, basis_units=sum(lines[i].eligible_units for i in basis))
+        for rule, basis in surviving if rule.kind_group == "bonus" and rule.points is not None
+    ]
+    chosen_bonuses = {rule.id for rule in _first_exclusive_or_all([bonus.rule for bonus in applicable_bonuses])}
     order_bonuses: list[_Bonus] = []
     for bonus in applicable_bonuses:
-        if bonus.rule.id not in chosen:
+        if bonus.rule.id not in chosen_bonuses:
             continue
         if bonus.rule.kind == "fixed_bonus" and bonus.rule.per in ("line", "unit"):
             for i in bonus.basis:
@@ -648,7 +814,7 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
         else:
             order_bonuses.append(bonus)
 
-    # 7. Caps.
+    # 8. Caps.
     line_gross = [item.gross for item in lines]
     gross = sum(line_gross) + sum(bonus.points for bonus in order_bonuses)
     allowed = gross
@@ -676,7 +842,7 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
         for item, g, k in zip(lines, line_gross, kept, strict=True):
             item.capped_points = g - k
 
-    # 8. The award.
+    # 9. The award.
     if allowed > MAX_POINTS:
         raise DomainError("points_out_of_range", f"the purchase would earn {allowed} points, more than {MAX_POINTS}")
     line_awards = [
@@ -686,12 +852,13 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
             quantity=item.line.quantity,
             excluded_by=item.excluded_by,
             eligible_amount=_from_units(item.eligible_units, decimals),
+            order_discount=_from_units(n - p, decimals),
             base_points=item.base_points,
             contributions=item.contributions,
             capped_points=item.capped_points,
             points=item.gross - item.capped_points,
         )
-        for item in lines
+        for item, n, p in zip(lines, net, paid_net, strict=True)
     ]
     bonus_awards = [
         OrderBonus(
@@ -714,9 +881,16 @@ def evaluate(rules: RuleSet, purchase: Purchase, member: MemberFacts, tz: tzinfo
         lines=line_awards,
         order_bonuses=bonus_awards,
         capped=capped,
+        skipped=skipped,
     )
     assert award.points == sum(line.points for line in line_awards) + sum(b.points for b in bonus_awards)
     return award
+
+
+def applied_rule_ids(award: Award) -> set[str]:
+    """The rules that applied to the purchase of ``award``: every rule in its breakdown (a line contribution or an
+    order bonus), whatever caps removed afterwards."""
+    return {c.rule_id for line in award.lines for c in line.contributions} | {b.rule_id for b in award.order_bonuses}
 
 
 def _bonus_kind(kind: RuleKind) -> BonusKind:
@@ -834,7 +1008,7 @@ class LineClawback(_Out):
 
 class BonusClawback(_Out):
     rule_id: str
-    kind: BonusKind
+    kind: BonusKind | Literal["redacted"]
     points: int
     cumulative_points: int
 
@@ -845,6 +1019,9 @@ class ClawbackResult(_Out):
     order_bonuses: list[BonusClawback] = Field(description="Order bonuses this return claws back from")
     cumulative_points: int = Field(description="Clawed back by all returns so far, this one included")
     remaining_points: int = Field(description="award.points - cumulative_points")
+    released_rule_ids: list[str] = Field(
+        default_factory=list, description="Rules of the award this return took back entirely (everything they gave "
+        "on this purchase): they no longer count toward their limits")
 
 
 @dataclass
@@ -852,8 +1029,18 @@ class _Returns:
     """Cumulative state of the returns of one purchase."""
 
     purchase: Purchase
+    nets: list[Fraction]  # each line's net amount, as paid (scaled down to the total, see _paid_net_units)
     units: list[int]
     fraction: list[Fraction]
+
+    @classmethod
+    def start(cls, purchase: Purchase) -> _Returns:
+        decimals = _amount_decimals(purchase)
+        keys = [_line_key(line, i) for i, line in enumerate(purchase.lines)]
+        _, paid = _paid_net_units(purchase, decimals, keys)
+        size = len(purchase.lines)
+        return cls(purchase=purchase, nets=[Fraction(units, 10**decimals) for units in paid], units=[0] * size,
+                   fraction=[Fraction(0)] * size)
 
     def apply(self, request: ReturnRequest, where: str) -> None:
         if request.amount is not None:
@@ -895,7 +1082,7 @@ class _Returns:
                 left -= take
 
     def _apply_amount(self, amount: Decimal, where: str) -> None:
-        kept = [_net(line) * (1 - f) for line, f in zip(self.purchase.lines, self.fraction, strict=True)]
+        kept = [net * (1 - f) for net, f in zip(self.nets, self.fraction, strict=True)]
         kept_total = sum(kept, Fraction(0))
         if amount > kept_total:
             available = _approx(kept_total)
@@ -940,6 +1127,23 @@ def _clawed(award: Award, state: _Returns) -> tuple[list[int], list[int]]:
     return per_line, per_bonus
 
 
+def _released(award: Award, state: _Returns, clawed_bonuses: list[int]) -> set[str]:
+    """The rules everything of which the returns in ``state`` took back: an order bonus once all its points are
+    clawed back (or, if caps left it none, once all its basis lines are returned), a line rule (multiplier, bonus
+    per line or unit) once every line it contributed to is returned in full."""
+    released: set[str] = set()
+    for bonus, clawed in zip(award.order_bonuses, clawed_bonuses, strict=True):
+        lines_back = all(state.fraction[i] == 1 for i in bonus.line_indexes)
+        if (bonus.points > 0 and clawed >= bonus.points) or lines_back:
+            released.add(bonus.rule_id)
+    on_lines: dict[str, bool] = {}
+    for line in award.lines:
+        for contribution in line.contributions:
+            back = state.fraction[line.index] == 1
+            on_lines[contribution.rule_id] = on_lines.get(contribution.rule_id, True) and back
+    return released | {rule_id for rule_id, back in on_lines.items() if back}
+
+
 def clawback(
     award: Award,
     purchase: Purchase,
@@ -957,13 +1161,15 @@ def clawback(
         line.index != i or line.sku != purchase.lines[i].sku for i, line in enumerate(award.lines)
     ):
         raise DomainError("validation_error", "the award does not belong to this purchase")
-    state = _Returns(purchase=purchase, units=[0] * len(purchase.lines), fraction=[Fraction(0)] * len(purchase.lines))
+    state = _Returns.start(purchase)
     for k, earlier in enumerate(already_returned):
         state.apply(earlier, f"already_returned[{k}]")
     before_fraction = list(state.fraction)
     lines_before, bonuses_before = _clawed(award, state)
+    released_before = _released(award, state, bonuses_before)
     state.apply(returned, "return")
     lines_after, bonuses_after = _clawed(award, state)
+    released_after = _released(award, state, bonuses_after)
 
     line_claws = [
         LineClawback(
@@ -995,4 +1201,52 @@ def clawback(
         order_bonuses=bonus_claws,
         cumulative_points=cumulative,
         remaining_points=award.points - cumulative,
+        released_rule_ids=sorted(released_after - released_before),
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Erasure: what reveals the birthday
+# --------------------------------------------------------------------------------------------------------------
+
+
+def personal_rule_ids(rules: RuleSet) -> set[str]:
+    """The rules whose applying depends on the member's birthday (a ``birthday_bonus``, or any rule with a
+    ``birthday`` condition): where such a rule shows in an award, the award reveals the birthday."""
+    return {rule.id for rule in rules.rules if rule.personal}
+
+
+def redact_award(award: Award, personal: set[str]) -> Award:
+    """``award`` without what names the ``personal`` rules: their line contributions and order bonuses get the
+    ``rule_id`` ``"redacted"`` (a ``birthday_bonus`` also the ``kind`` ``"redacted"``), and skipped entries for
+    them go. Every number stays, so the breakdown still adds up to the points and returns claw back exactly as
+    before (a birthday bonus is clawed back in proportion, as any other order bonus that is not a threshold
+    bonus). Idempotent."""
+    if not personal:
+        return award
+    lines = [
+        line.model_copy(update={"contributions": [
+            c.model_copy(update={"rule_id": REDACTED}) if c.rule_id in personal else c for c in line.contributions]})
+        for line in award.lines
+    ]
+    bonuses = [_redact_bonus(b) if b.rule_id in personal else b for b in award.order_bonuses]
+    skipped = [s for s in award.skipped if s.rule_id not in personal and s.by_rule_id not in personal]
+    return award.model_copy(update={"lines": lines, "order_bonuses": bonuses, "skipped": skipped})
+
+
+def redact_clawback(result: ClawbackResult, personal: set[str]) -> ClawbackResult:
+    """A return's clawback without what names the ``personal`` rules (see :func:`redact_award`)."""
+    if not personal:
+        return result
+    bonuses = [_redact_bonus(b) if b.rule_id in personal else b for b in result.order_bonuses]
+    released = [r for r in result.released_rule_ids if r not in personal]
+    return result.model_copy(update={"order_bonuses": bonuses, "released_rule_ids": released})
+
+
+Bonus = TypeVar("Bonus", OrderBonus, BonusClawback)
+
+
+def _redact_bonus(bonus: Bonus) -> Bonus:
+    # The kind stays unless it is the birthday's own: a threshold bonus keeps being clawed back as one.
+    kind = REDACTED if bonus.kind == "birthday_bonus" else bonus.kind
+    return bonus.model_copy(update={"rule_id": REDACTED, "kind": kind})

@@ -7,7 +7,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.earning.rules import (
     Award,
@@ -23,7 +33,20 @@ from app.earning.rules import (
 from app.ledger.schemas import Balance, MemberRef, Metadata
 from app.money import CurrencyCode
 
-OrderId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+def _readable_in_a_path(value: str) -> str:
+    """issue-12 F9: an order id must be readable back as ``GET /v1/purchases/{order_id}``. A ``/`` (also sent as
+    ``%2F``, which the server decodes before routing) or a ``\\`` (browsers read it as ``/``) splits the path,
+    ``.`` and ``..`` are removed by clients as dot segments, and control characters are not sent at all: such an
+    id could be posted but never read or returned, so it is refused at posting."""
+    if value in (".", "..") or any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise PydanticCustomError(
+            "order_id_unreadable", "an order id must not contain '/', '\\' or control characters, nor be '.' or '..'"
+            " (it must be readable back as GET /v1/purchases/{order_id})")
+    return value
+
+
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_readable_in_a_path)]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -58,6 +81,18 @@ class PurchaseCreate(BaseModel):
     store_id: Code | None = None
     lines: list[PurchaseLine] = Field(min_length=1, max_length=5000)
 
+    @field_validator("paid_with_points")
+    @classmethod
+    def _points_within_total(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        # issue-12 F4: checked with the request's validation (422 naming the field), not only by the
+        # evaluator's own model, where it surfaced as an unhandled error (500).
+        total = info.data.get("total")
+        if total is not None and value > total:
+            raise PydanticCustomError("paid_with_points_above_total",
+                                      "paid_with_points must not exceed total ({paid} > {total})",
+                                      {"paid": str(value), "total": str(total)})
+        return value
+
 
 class PurchaseQuoteRequest(PurchaseCreate):
     """A purchase to evaluate without posting it: no order id needed."""
@@ -84,6 +119,7 @@ class ReturnInfo(BaseModel):
     points: int = Field(description="Points clawed back")
     shortfall: int = Field(description="Points that could not be taken back (clamp policy)")
     created_at: datetime
+    occurred_at: datetime = Field(description="When the return happened (default: when it was recorded)")
 
 
 class Purchase(BaseModel):
@@ -113,11 +149,16 @@ class ReturnCreate(BaseModel):
     return_id: ClientId = Field(description="Your return id; unique per purchase")
     lines: list[ReturnedLine] | None = Field(default=None, min_length=1, max_length=5000)
     amount: Annotated[Money, Field(gt=0)] | None = Field(default=None, description="A refunded amount instead of lines")
+    occurred_at: AwareDatetime | None = Field(
+        default=None, description="When the return happened (an offline POS sends returns late); default now. Not "
+        "before the purchase, not in the future. The clawback entry is dated then, and the return window is judged "
+        "then: a return inside it takes the points from the purchase's pending points")
 
 
 class ReturnResult(BaseModel):
     order_id: str
     return_id: str
+    occurred_at: datetime = Field(description="When the return happened")
     points: int = Field(description="Points clawed back by this return")
     shortfall: int = Field(description="Points the clamp policy could not take back")
     clawback: ClawbackResult

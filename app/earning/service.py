@@ -31,10 +31,12 @@ from app.earning.rules import (
     MemberFacts,
     ReturnRequest,
     RuleSet,
+    applied_rule_ids,
     clawback,
     evaluate,
     evaluate_event,
     event_periods_needed,
+    rule_periods_needed,
 )
 from app.earning.rules import Purchase as RulesPurchase
 from app.earning.schemas import (
@@ -100,7 +102,9 @@ def with_tier_multiplier(rules: RuleSet, config: TierConfig | None, tier: str | 
     if factor == 1 or tier is None:
         return rules
     rule_id = "tier:" + re.sub(r"[^A-Za-z0-9._:\-]", "-", tier)[:59]
-    rule = EarnRule(id=rule_id, kind="multiplier", factor=factor, priority=1_000_000,
+    # on the base points only, if the rule set says so (tier_multiplier_applies_to)
+    applies_to = "base" if rules.tier_multiplier_applies_to == "base" else None
+    rule = EarnRule(id=rule_id, kind="multiplier", factor=factor, priority=1_000_000, applies_to=applies_to,
                     description=f"{tier} tier multiplier", conditions=Conditions(tiers=[tier]))
     return rules.model_copy(update={"rules": [*rules.rules, rule]})
 
@@ -123,6 +127,34 @@ async def rules_at(db: Db, p: Principal, at: datetime) -> tuple[int | None, int,
     if row is None:
         return None, 0, DEFAULT_RULES
     return row["id"], row["version"], _rules(row["id"], row["document"])
+
+
+async def has_rules(db: Db, p: Principal) -> bool:
+    """Whether the program has any earn rule version (then version 0 never applies: see ``check_occurred_at``)."""
+    return bool(await versions.all_versions(db.pool, versions.EARN_RULES, p.program_id, db.versions))
+
+
+async def check_occurred_at(db: Db, p: Principal, occurred_at: datetime, rule_version_id: int | None) -> None:
+    """How far back a purchase or an event may be dated (issue 12 F2): never before the program's first earn rules
+    (the built-in default rules, version 0, never apply to a program that has rules), and, with the program
+    setting ``max_backdate_days``, not more than that many days ago. Not checked for a replay: an order posted in
+    time always replays, however old it has become."""
+    if rule_version_id is None and await has_rules(db, p):
+        raise DomainError("occurred_at_too_old", "occurred_at is before the program's first earn rules; the "
+                          "built-in default rules never apply to a program that has rules.",
+                          reason="before_program_start")
+    days = p.settings.max_backdate_days
+    if days is not None and occurred_at < datetime.now(UTC) - timedelta(days=days):
+        raise DomainError("occurred_at_too_old", f"occurred_at is more than {days} days ago (program setting "
+                          "max_backdate_days).", reason="max_backdate_days", max_backdate_days=days)
+
+
+def rule_counts(rules: RuleSet, counts: Any) -> dict[str, dict[str, int]]:
+    """The counts the evaluator needs for the limited rules of ``rules`` (from ``ledger.rule_counts``; a rule or
+    period it does not name has none yet)."""
+    known = counts or {}
+    return {rule_id: {per: int(known.get(rule_id, {}).get(per, 0)) for per in periods}
+            for rule_id, periods in rule_periods_needed(rules).items()}
 
 
 async def tiers_at(db: Db, p: Principal, at: datetime) -> tuple[int | None, TierConfig | None]:
@@ -177,10 +209,17 @@ def _check_money(p: Principal, data: PurchaseCreate) -> None:
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+# The earliest occurred_at taken at all: calendar arithmetic around older dates (a window of months before it, a local
+# day that began in the year 0) is out of range, and no programme has data that old.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _occurred_at(value: datetime | None) -> datetime:
     now = datetime.now(UTC)
     if value is None:
         return now
+    if value < EARLIEST:
+        raise DomainError("occurred_at_too_old", "occurred_at is before 1970.", reason="out_of_range")
     if value > now + CLOCK_SKEW:
         raise DomainError("validation_error", "occurred_at is in the future.", errors=[
             {"loc": ["body", "occurred_at"], "msg": "must not be in the future", "type": "future"}])
@@ -205,6 +244,9 @@ class _Evaluation:
         self.tier_config_version, self.tier_config = await tiers_at(self.db, self.p, self.occurred_at)
         _, policy = await current_policy(self.db.pool, self.p.program_id, self.occurred_at, self.db.versions)
         self.expiry = expiry_for(policy.policy, self.occurred_at, "purchase", self.tz)
+        # the rule set goes to the context only when some rule has limits (the member's counts of them)
+        self.limited = {rule.id: rule for rule in self.rules.rules if rule.limits}
+        self.rules_json = RawJSON(self.rules.model_dump_json()) if self.limited else None
 
     async def read(self, conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
         caps = self.rules.caps
@@ -214,15 +256,22 @@ class _Evaluation:
             q.PURCHASE_CONTEXT, self.p.program_id, self.data.member_id, self.data.order_id, self.occurred_at,
             day if caps and caps.per_member_per_day is not None else None,
             month if caps and caps.per_member_per_month is not None else None,
-            window, self.tier_config.include_bonuses if self.tier_config else False)
+            window, self.tier_config.include_bonuses if self.tier_config else False, self.rules_json,
+            self.p.timezone)
         return PurchaseContext.of(row)
+
+    def limited_rules(self, award: Award) -> dict[str, Any]:
+        """The limited rules the award applied: recorded with the purchase, so later purchases count them."""
+        applied = [self.limited[r] for r in sorted(applied_rule_ids(award)) if r in self.limited]
+        return {"p_rule_ids": [r.id for r in applied], "p_rule_personal": [r.personal for r in applied]}
 
     def award(self, ctx: PurchaseContext) -> Award:
         config = self.tier_config
         tier = ctx.tier_then or (config.tiers[0].name if config else None)
         rules = with_tier_multiplier(self.rules, config, tier)
         facts = MemberFacts(tier=tier, birthday=ctx.birthday, first_purchase=ctx.first_purchase,
-                            earned_today=ctx.earned_today, earned_this_month=ctx.earned_this_month)
+                            earned_today=ctx.earned_today, earned_this_month=ctx.earned_this_month,
+                            rule_counts=rule_counts(rules, ctx.rule_counts))
         return evaluate(rules, _rules_purchase(self.data, self.occurred_at), facts, self.tz)
 
     def tier_change(self, ctx: PurchaseContext, award: Award, qualifying: int) -> dict[str, Any]:
@@ -261,6 +310,16 @@ async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | N
     posted = RawJSON(data.model_copy(update={"occurred_at": occurred_at}).model_dump_json())
     available_at = occurred_at + timedelta(days=p.settings.pending_days)
 
+    checked = False
+
+    async def read(conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
+        nonlocal checked
+        ctx = await evaluation.read(conn)
+        if ctx.existing_hash is None and not checked:  # (a replay is never refused for its age)
+            await check_occurred_at(db, p, occurred_at, evaluation.rule_version_id)
+            checked = True
+        return ctx
+
     def post(ctx: PurchaseContext) -> Write:
         if ctx.member_pk is None and ctx.existing_hash is None and not p.settings.enrol_on_purchase:
             raise DomainError("member_not_found")
@@ -276,9 +335,10 @@ async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | N
             "p_eligible_amount": award.eligible_amount, "p_available_at": available_at,
             "p_expires_at": expiry.expires_at, "p_expires_on_inactivity": expiry.on_inactivity,
             "p_activity_expires_at": expiry.activity_expires_at, **evaluation.tier_change(ctx, award, qualifying),
+            **evaluation.limited_rules(award),
         })
 
-    return await evaluate_and_post(db, evaluation.read, post)
+    return await evaluate_and_post(db, read, post)
 
 
 async def quote_purchase(db: Db, p: Principal, data: PurchaseCreate) -> PurchaseQuote:
@@ -287,6 +347,7 @@ async def quote_purchase(db: Db, p: Principal, data: PurchaseCreate) -> Purchase
     _check_money(p, data)
     evaluation = _Evaluation(db, p, data, _occurred_at(data.occurred_at))
     await evaluation.load()
+    await check_occurred_at(db, p, evaluation.occurred_at, evaluation.rule_version_id)
     award = evaluation.award(await evaluation.read(db.pool))
     return PurchaseQuote(member_id=data.member_id, points=award.points, award=award,
                          rule_version=evaluation.rule_version)
@@ -309,6 +370,7 @@ async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, k
         raise DomainError("validation_error", "Send either returned `lines` or an `amount`.")
     digest = content_hash(data)
     request = ReturnRequest(lines=data.lines, amount=data.amount)
+    returned_at = _occurred_at(data.occurred_at) if data.occurred_at is not None else None
 
     async def read(conn: asyncpg.Pool | asyncpg.Connection) -> ReturnContext:
         row = await conn.fetchrow(q.RETURN_CONTEXT, p.program_id, order_id, data.return_id)
@@ -317,22 +379,27 @@ async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, k
         return ReturnContext.of(row)
 
     def post(ctx: ReturnContext) -> Write:
-        points, line_points, result = 0, 0, RawJSON("{}")
+        points, line_points, result, released = 0, 0, RawJSON("{}"), []
         if ctx.existing_hash is None:  # (posted before: the post replays it, or refuses other content)
             if data.amount is not None and not fits_currency(data.amount, p.currency):
                 raise DomainError("validation_error", f"amount has more decimals than {p.currency} allows.")
             award = Award.model_validate(ctx.award)
             fields = RulesPurchase.model_fields
             purchase = RulesPurchase.model_validate({k: v for k, v in ctx.purchase.items() if k in fields})
+            if returned_at is not None and returned_at < purchase.occurred_at:
+                raise DomainError("validation_error", "occurred_at is before the purchase.", errors=[
+                    {"loc": ["body", "occurred_at"], "msg": "must not be before the purchase's occurred_at",
+                     "type": "before_purchase"}])
             previous = [ReturnRequest.model_validate(r) for r in ctx.earlier_requests]
             computed = clawback(award, purchase, request, previous)
             points, line_points = computed.points, sum(line.points for line in computed.lines)
-            result = RawJSON(computed.model_dump_json())
+            result, released = RawJSON(computed.model_dump_json()), computed.released_rule_ids
         return Write("purchase_return", {
             "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_order_id": order_id,
             "p_return_id": data.return_id, "p_facts_version": ctx.facts_version, "p_content_hash": digest,
             "p_request": RawJSON(request.model_dump_json(exclude_none=True)), "p_result": result,
             "p_points": points, "p_policy": p.settings.negative_balance_on_return, "p_line_points": line_points,
+            "p_occurred_at": returned_at, "p_released_rule_ids": released,
         })
 
     return await evaluate_and_post(db, read, post)
@@ -344,19 +411,26 @@ async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, k
 async def post_event(db: Db, p: Principal, data: EventCreate, key: str | None, fingerprint: bytes) -> Answer:
     occurred_at = _occurred_at(data.occurred_at)
     tz = ZoneInfo(p.timezone)
-    _, _, rules = await rules_at(db, p, occurred_at)
-    needed = event_periods_needed(rules, data.name)  # an unknown event name: 422
+    rule_version_id, _, rules = await rules_at(db, p, occurred_at)
     _, policy = await current_policy(db.pool, p.program_id, occurred_at, db.versions)
     expiry = expiry_for(policy.policy, occurred_at, "event", tz)
     day, month = local_bounds(occurred_at, tz)
 
+    checked = False
+
     async def read(conn: asyncpg.Pool | asyncpg.Connection) -> EventContext:
-        return EventContext.of(await conn.fetchrow(q.EVENT_CONTEXT, p.program_id, data.member_id, data.event_id,
-                                                   data.name, day, month))
+        nonlocal checked
+        ctx = EventContext.of(await conn.fetchrow(q.EVENT_CONTEXT, p.program_id, data.member_id, data.event_id,
+                                                  data.name, day, month))
+        if ctx.existing_name is None and not checked:  # (a replay is never refused for its age)
+            await check_occurred_at(db, p, occurred_at, rule_version_id)
+            checked = True
+        return ctx
 
     def post(ctx: EventContext) -> Write:
         if ctx.member_pk is None and ctx.existing_name is None and not p.settings.enrol_on_purchase:
             raise DomainError("member_not_found")
+        needed = event_periods_needed(rules, data.name)  # an unknown event name: 422
         counts = {"day": ctx.count_today, "month": ctx.count_this_month, "ever": ctx.count_ever}
         evaluation = evaluate_event(rules, data.name, {k: counts[k] for k in needed})
         return Write("event", {

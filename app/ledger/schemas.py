@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.json_limits import MAX_JSON_DEPTH, FreeFormObject
+
 # One operation moves at most a trillion points: far beyond any programme, far below int64 overflow
 # of a balance.
 MAX_POINTS = 1_000_000_000_000
@@ -21,7 +23,9 @@ SignedPoints = Annotated[
     int, Field(ge=-MAX_POINTS, le=MAX_POINTS, strict=True, description="Whole points, non-zero, |points| <= 10^12")
 ]
 ExternalRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Metadata = Annotated[dict[str, Any], Field(description="Free-form JSON object, stored with the entry")]
+# issue-12 F4: at most MAX_JSON_DEPTH levels deep (app/json_limits.py); deeper is 422, never a 500.
+Metadata = Annotated[FreeFormObject, Field(description="Free-form JSON object, stored with the entry, at most "
+                                                       f"{MAX_JSON_DEPTH} levels deep")]
 Account = Literal["available", "pending", "held", "issued", "redeemed", "expired", "adjustments"]
 
 

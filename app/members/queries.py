@@ -42,5 +42,5 @@ ERASE = f"""
 UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, attributes = '{{}}'::jsonb,
                    updated_at = now()
 WHERE id = (SELECT m.id FROM ledger.member($1, $2) m)
-RETURNING {_COLUMNS}
+RETURNING id, {_COLUMNS}
 """

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
+from app.json_limits import MAX_JSON_DEPTH, FreeFormObject
+
 MemberStatus = Literal["active", "suspended", "closed"]
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
@@ -39,7 +41,8 @@ class MemberUpsert(BaseModel):
     phone: Annotated[str, StringConstraints(max_length=40, pattern=r"^[0-9+()\-. ]{3,40}$")] | None = None
     birthday: IsoDate | None = None
     status: MemberStatus | None = None
-    attributes: dict[str, Any] | None = Field(default=None, description="Free-form JSON object")
+    attributes: FreeFormObject | None = Field(
+        default=None, description=f"Free-form JSON object, at most {MAX_JSON_DEPTH} levels deep")
 
 
 class Member(BaseModel):

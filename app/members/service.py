@@ -6,6 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
+from app.earning.erasure import erase_personal_rules
 from app.errors import DomainError
 from app.members import queries as q
 from app.members.schemas import Member, MemberUpsert
@@ -31,8 +32,10 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, program_id: UUID, member_
 
 async def erase_personal_data(conn: asyncpg.Connection, program_id: UUID, member_ref: str) -> Member:
     """Right to erasure: name, email, phone, birthday and attributes are removed; the member id, its
-    balances and its ledger history stay (they are the program's records and hold no personal data)."""
+    balances and its ledger history stay (they are the program's records and hold no personal data). The stored
+    explanations of its purchases lose what reveals the birthday (issue 12 F8, ``app.earning.erasure``)."""
     row = await conn.fetchrow(q.ERASE, program_id, member_ref)
     if row is None:
         raise DomainError("member_not_found")
-    return Member(**dict(row))
+    await erase_personal_rules(conn, program_id, row["id"], member_ref)
+    return Member(**{k: v for k, v in dict(row).items() if k in Member.model_fields})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.json_limits import FreeFormObject
 from app.money import CurrencyCode, DecimalText, is_currency
 
 Scope = Literal["earn", "redeem", "read", "admin"]
@@ -40,13 +41,16 @@ class ProgramSettings(BaseModel):
         default=900, description="Hold lifetime when the request does not say")
     hold_max_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = Field(
         default=7 * 86400, description="Longest hold lifetime a request may ask for")
+    max_backdate_days: Annotated[int, Field(ge=1, le=36_600)] | None = Field(
+        default=None, description="Purchases and events dated more than this many days ago are refused (422 "
+        "occurred_at_too_old). Unset: no age limit, but never before the program's first earn rules")
 
 
 class ProgramUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    settings: dict[str, Any] | None = Field(
+    settings: FreeFormObject | None = Field(
         default=None, description="Settings to change; fields left out keep their value")
 
 
@@ -56,7 +60,7 @@ class ProgramCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     currency: Annotated[CurrencyCode, Field(description="ISO 4217 code, case-insensitive", examples=["EUR"])]
     timezone: Annotated[str, Field(description="IANA time zone", examples=["Europe/Berlin"])] = "UTC"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: FreeFormObject = Field(default_factory=dict)
 
     @field_validator("currency")
     @classmethod

@@ -88,6 +88,14 @@ async def in_force(conn: asyncpg.Connection | asyncpg.Pool, vt: VersionedTable, 
     return await conn.fetchrow(vt.current, program_id, at)
 
 
+async def all_versions(conn: asyncpg.Connection | asyncpg.Pool, vt: VersionedTable, program_id: UUID,
+                       cache: VersionCache | None = None) -> list[Any]:
+    """Every version of a program's configuration, oldest first (cached per process when ``cache`` is given)."""
+    if cache is not None and cache.active:
+        return await cache.versions(conn, vt, program_id)
+    return list(await conn.fetch(vt.all_text, program_id))
+
+
 def version_at(rows: Sequence[Any], at: datetime) -> Any:
     """The version in force at ``at`` among ``rows`` (sorted by effective_from, then version): the latest
     effective_from at or before ``at``, then the highest version."""

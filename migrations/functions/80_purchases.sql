@@ -33,8 +33,64 @@ END $$;
 
 CREATE TRIGGER purchases_days AFTER INSERT OR UPDATE ON purchases
     FOR EACH ROW EXECUTE FUNCTION ledger.purchase_days_apply();
+-- purchase_returns is append-only, like the ledger, with one exception: erasure (app/earning/erasure.py) may
+-- rewrite `result`, the explanation of a clawback, to remove what names a birthday rule, and nothing else; only
+-- inside a transaction that says so (SET LOCAL points_ledger.erasure = 'on'), and only when every number stays: the
+-- points of the result and of every line and bonus in it.
+CREATE FUNCTION ledger.forbid_change_but_redaction() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND current_setting('points_ledger.erasure', true) = 'on'
+       AND (NEW.id, NEW.purchase_id, NEW.return_id, NEW.content_hash, NEW.request::text, NEW.points, NEW.shortfall,
+            NEW.entry_id, NEW.created_at, NEW.occurred_at)
+           IS NOT DISTINCT FROM
+           (OLD.id, OLD.purchase_id, OLD.return_id, OLD.content_hash, OLD.request::text, OLD.points, OLD.shortfall,
+            OLD.entry_id, OLD.created_at, OLD.occurred_at)
+       AND (NEW.result::jsonb - 'order_bonuses' - 'released_rule_ids')
+           = (OLD.result::jsonb - 'order_bonuses' - 'released_rule_ids')
+       AND (SELECT array_agg(b - 'rule_id' - 'kind' ORDER BY n)
+              FROM jsonb_array_elements(NEW.result::jsonb -> 'order_bonuses') WITH ORDINALITY AS x(b, n))
+           IS NOT DISTINCT FROM
+           (SELECT array_agg(b - 'rule_id' - 'kind' ORDER BY n)
+              FROM jsonb_array_elements(OLD.result::jsonb -> 'order_bonuses') WITH ORDINALITY AS x(b, n))
+    THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'purchase_returns is append-only (erasure may only redact the names in result)'
+        USING ERRCODE = 'restrict_violation';
+END $$;
+
 CREATE TRIGGER purchase_returns_append_only BEFORE UPDATE OR DELETE ON purchase_returns
-    FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+    FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change_but_redaction();
+
+-- The member's counts of the limited rules of a rule set (p_rules, a rule set document), per period of each rule's
+-- limits, for the purchase at p_occurred_at: {"<rule id>": {"day": n, "year": n, ...}}; NULL when no rule has
+-- limits. A count is the member's purchases the rule applied to (member_rule_awards) in that local calendar day,
+-- month or year of p_occurred_at in p_tz ("ever": all of them), less those a return took all of it back from
+-- (released). Each count is a range of ix_member_rule_awards_counted. Read by ledger.purchase_context, for the
+-- purchase and its quote; the post's facts-version check makes concurrent purchases count each other.
+CREATE FUNCTION ledger.rule_counts(p_member_pk bigint, p_rules jsonb, p_occurred_at timestamptz, p_tz text)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_object_agg(r.id, r.counts)
+    FROM (
+        SELECT rule ->> 'id' AS id,
+               (SELECT jsonb_object_agg(l.per, (
+                        SELECT count(*) FROM member_rule_awards a
+                         WHERE a.member_id = p_member_pk AND a.rule_id = rule ->> 'id' AND NOT a.released
+                           AND a.occurred_at >= b.period_start AND a.occurred_at < b.period_end))
+                  FROM jsonb_to_recordset(rule -> 'limits') AS l(per text, times bigint)
+                 CROSS JOIN LATERAL (
+                     SELECT CASE WHEN l.per = 'ever' THEN '-infinity'::timestamptz
+                                 ELSE date_trunc(l.per, p_occurred_at AT TIME ZONE p_tz) AT TIME ZONE p_tz END
+                                AS period_start,
+                            CASE WHEN l.per = 'ever' THEN 'infinity'::timestamptz
+                                 ELSE (date_trunc(l.per, p_occurred_at AT TIME ZONE p_tz)
+                                       + ('1 ' || l.per)::interval) AT TIME ZONE p_tz END AS period_end
+                 ) b) AS counts
+          FROM jsonb_array_elements(coalesce(p_rules -> 'rules', '[]'::jsonb)) AS rule
+         WHERE CASE WHEN jsonb_typeof(rule -> 'limits') = 'array' THEN jsonb_array_length(rule -> 'limits') > 0
+                    ELSE false END
+    ) r
+$$;
 
 -- What the evaluation of a purchase needs to know about its member, as of p_occurred_at. The typed contract
 -- between this function and app/earning/context.py (PurchaseContext): the quote reads it too.
@@ -54,14 +110,17 @@ CREATE TYPE ledger.purchase_context AS (
     metric_points numeric,     -- the tier metric over [p_window_start, p_occurred_at], without this purchase
     metric_spend numeric,
     metric_purchases bigint,
-    existing_hash bytea        -- the content hash of the purchase already posted with this order id
+    existing_hash bytea,       -- the content hash of the purchase already posted with this order id
+    rule_counts jsonb          -- the member's counts of the limited rules (ledger.rule_counts; NULL: none asked)
 );
 
 -- p_day_start / p_month_start: the local day and month of the purchase (NULL when no cap needs them);
--- p_window_start: the tier window's start (NULL when the program has no tiers).
+-- p_window_start: the tier window's start (NULL when the program has no tiers); p_rules: the rule set, when a rule
+-- of it has limits (its counts in the program's zone p_tz).
 CREATE FUNCTION ledger.purchase_context(
     p_program uuid, p_member_ref text, p_order_id text, p_occurred_at timestamptz, p_day_start timestamptz,
-    p_month_start timestamptz, p_window_start timestamptz, p_bonuses boolean)
+    p_month_start timestamptz, p_window_start timestamptz, p_bonuses boolean, p_rules jsonb DEFAULT NULL,
+    p_tz text DEFAULT NULL)
 RETURNS SETOF ledger.purchase_context LANGUAGE sql STABLE AS $$
     SELECT m.id, m.status, m.birthday, b.facts_version,
            m.id IS NULL OR NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m.id),
@@ -75,7 +134,9 @@ RETURNS SETOF ledger.purchase_context LANGUAGE sql STABLE AS $$
              ORDER BY h.changed_at DESC, h.id DESC LIMIT 1),
            t.tier, t.valid_until, t.manual_tier, t.manual_until,
            coalesce(x.points, 0), coalesce(x.spend, 0), coalesce(x.purchases, 0),
-           (SELECT p.content_hash FROM purchases p WHERE p.program_id = p_program AND p.order_id = p_order_id)
+           (SELECT p.content_hash FROM purchases p WHERE p.program_id = p_program AND p.order_id = p_order_id),
+           CASE WHEN p_rules IS NOT NULL AND m.id IS NOT NULL
+                THEN ledger.rule_counts(m.id, p_rules, p_occurred_at, p_tz) END
       FROM (SELECT 1) one
       LEFT JOIN ledger.member(p_program, p_member_ref) m ON true
       LEFT JOIN member_balances b ON b.member_id = m.id
@@ -152,7 +213,8 @@ CREATE FUNCTION ledger.purchase_json(p_purchase_pk bigint) RETURNS SETOF json LA
         'award', p.award,
         'returns', (SELECT coalesce(json_agg(json_build_object(
                            'return_id', r.return_id, 'points', r.points, 'shortfall', r.shortfall,
-                           'created_at', ledger.ts(r.created_at)) ORDER BY r.id), '[]'::json)
+                           'created_at', ledger.ts(r.created_at), 'occurred_at', ledger.ts(r.occurred_at))
+                           ORDER BY r.id), '[]'::json)
                       FROM purchase_returns r WHERE r.purchase_id = p.id))
     FROM purchases p
     JOIN members m ON m.id = p.member_id
@@ -176,7 +238,8 @@ CREATE FUNCTION ledger.purchase(
     p_rule_version_id bigint, p_award json, p_points bigint, p_qualifying_points bigint, p_eligible_amount numeric,
     p_available_at timestamptz, p_expires_at timestamptz, p_expires_on_inactivity boolean,
     p_activity_expires_at timestamptz, p_tier text, p_tier_valid_until timestamptz, p_tier_reason text,
-    p_tier_from text, p_manual_tier text, p_manual_until timestamptz, p_tier_config_version integer)
+    p_tier_from text, p_manual_tier text, p_manual_until timestamptz, p_tier_config_version integer,
+    p_rule_ids text[] DEFAULT NULL, p_rule_personal boolean[] DEFAULT NULL)
 RETURNS ledger.answer LANGUAGE plpgsql AS $$
 DECLARE
     a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
@@ -220,6 +283,12 @@ BEGIN
     VALUES (p_program, mb.member_pk, p_order_id, p_occurred_at, p_content_hash, p_purchase, p_rule_version_id,
             p_award, p_points, p_qualifying_points, p_eligible_amount, v_entry, v_lot)
     RETURNING id INTO v_purchase;
+    -- the limited rules this purchase applied (p_rule_ids): later purchases count them against their limits
+    IF cardinality(p_rule_ids) > 0 THEN
+        INSERT INTO member_rule_awards (program_id, member_id, purchase_id, occurred_at, rule_id, personal)
+        SELECT p_program, mb.member_pk, v_purchase, p_occurred_at, ra.rule_id, ra.personal
+          FROM unnest(p_rule_ids, p_rule_personal) AS ra(rule_id, personal);
+    END IF;
     IF p_tier IS NOT NULL THEN
         PERFORM ledger.save_tier(p_program, mb.member_pk, p_tier, p_tier_valid_until, p_manual_tier, p_manual_until,
                                  p_occurred_at, NULL, p_tier_from, p_tier_reason, 'purchase', p_order_id,
@@ -257,8 +326,8 @@ $$;
 CREATE FUNCTION ledger.return_json(p_return_pk bigint, p_replayed boolean) RETURNS SETOF json
 LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
-        'order_id', p.order_id, 'return_id', r.return_id, 'points', r.points, 'shortfall', r.shortfall,
-        'clawback', r.result, 'balance', (SELECT j FROM ledger.balance_json(p.member_id) j), 'replayed', p_replayed)
+        'order_id', p.order_id, 'return_id', r.return_id, 'occurred_at', ledger.ts(r.occurred_at),
+        'points', r.points, 'shortfall', r.shortfall, 'clawback', r.result, 'balance', (SELECT j FROM ledger.balance_json(p.member_id) j), 'replayed', p_replayed)
     FROM purchase_returns r JOIN purchases p ON p.id = r.purchase_id
     WHERE r.id = p_return_pk
 $$;
@@ -269,9 +338,15 @@ $$;
 -- (p_policy 'allow'; later credits repay it first), or recorded as a shortfall and not taken ('clamp').
 -- The same return id again: with the same content the original answer (200, "replayed"), else
 -- return_already_posted.
+-- p_occurred_at: when the return happened (an offline POS sends returns late; NULL: now). The clawback entry is
+-- dated then, and the return is judged by it: if the purchase's return window had already ended then, its points
+-- were available, so a lot still flagged pending (the activation job has not run) is activated first and the
+-- points are taken as available; a return inside the window takes them from the purchase's own pending lot.
+-- p_released_rule_ids: limited rules the return took back entirely: they count no more toward their limits.
 CREATE FUNCTION ledger.purchase_return(
     p_program uuid, p_key text, p_fingerprint bytea, p_order_id text, p_return_id text, p_facts_version bigint,
-    p_content_hash bytea, p_request json, p_result json, p_points bigint, p_policy text, p_line_points bigint)
+    p_content_hash bytea, p_request json, p_result json, p_points bigint, p_policy text, p_line_points bigint,
+    p_occurred_at timestamptz DEFAULT NULL, p_released_rule_ids text[] DEFAULT NULL)
 RETURNS ledger.answer LANGUAGE plpgsql AS $$
 DECLARE
     a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
@@ -286,6 +361,7 @@ DECLARE
     v_rest bigint;
     v_return bigint;
     v_entry bigint;
+    v_at timestamptz := coalesce(p_occurred_at, now());
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -309,6 +385,11 @@ BEGIN
     END IF;
     SELECT * INTO p FROM purchases WHERE id = p.id FOR UPDATE;
     SELECT * INTO l FROM lots WHERE id = p.lot_id;
+    IF FOUND AND l.pending AND l.available_at <= v_at THEN  -- the window had ended at the return
+        PERFORM ledger.activate_due(p.member_id, now());
+        SELECT * INTO l FROM lots WHERE id = p.lot_id;
+        SELECT * INTO b FROM member_balances WHERE member_id = p.member_id;
+    END IF;
     IF FOUND AND l.pending THEN
         v_from_pending := least(l.remaining, p_points);
     END IF;
@@ -321,7 +402,7 @@ BEGIN
     END IF;
 
     IF v_from_pending + v_from_lots + v_negative > 0 THEN
-        e := ledger.post(p_program, p.member_id, 'clawback', now(), ARRAY['issued', 'pending', 'available'],
+        e := ledger.post(p_program, p.member_id, 'clawback', v_at, ARRAY['issued', 'pending', 'available'],
                          ARRAY[v_from_pending + v_from_lots + v_negative, -v_from_pending, -(v_from_lots + v_negative)],
                          p.order_id || '/' || p_return_id, 'return',
                          jsonb_build_object('order_id', p.order_id, 'return_id', p_return_id, 'shortfall', v_shortfall),
@@ -339,9 +420,14 @@ BEGIN
     UPDATE purchases SET clawed_back_points = clawed_back_points + v_from_pending + v_from_lots + v_negative,
                          qualifying_clawed_back = qualifying_clawed_back + p_line_points
      WHERE id = p.id;
-    INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id)
-    VALUES (p.id, p_return_id, p_content_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry)
+    INSERT INTO purchase_returns (purchase_id, return_id, content_hash, request, result, points, shortfall, entry_id,
+                                  occurred_at)
+    VALUES (p.id, p_return_id, p_content_hash, p_request, p_result, p_points - v_shortfall, v_shortfall, v_entry, v_at)
     RETURNING id INTO v_return;
+    IF cardinality(p_released_rule_ids) > 0 THEN
+        UPDATE member_rule_awards SET released = true
+         WHERE purchase_id = p.id AND rule_id = ANY (p_released_rule_ids) AND NOT released;
+    END IF;
     UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = p.member_id;
     RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, (SELECT j FROM ledger.return_json(v_return, false) j));
 END $$;

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.api.deps import Admin, Pool
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
+from app.errors import DomainError
 from app.ledger.schemas import VerifyReport
 from app.ledger.verify import verify
 from app.observability import POOL_IDLE, POOL_SIZE, REGISTRY
@@ -35,9 +36,12 @@ async def readyz(pool: Pool, request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "migration": current})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={404: {"description": "Metrics are not enabled"}})
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process."""
+    """Prometheus metrics of this process, when `PL_METRICS_ENABLED` is true (else 404: they are unauthenticated
+    and name every route's traffic, so they are off unless an operator turns them on)."""
+    if not request.app.state.settings.metrics_enabled:
+        raise DomainError("not_found")
     pool = request.app.state.pool
     POOL_SIZE.set(pool.get_size())
     POOL_IDLE.set(pool.get_idle_size())

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import Admin, Database, EntryIdPath, MemberIdPath, Pool, Reader
-from app.api.idempotency import IdempotencyKey, JSONText, run_write
+from app.api.idempotency import JSONText, run_write
+from app.api.idempotency_key import IdempotencyKey
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.ledger import service
@@ -15,7 +16,7 @@ from app.ledger.schemas import ActivityPage, AdjustmentCreate, Balance, Entry, E
 
 router = APIRouter(prefix="/v1", tags=["ledger"], route_class=ApiRoute)
 
-WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_key_reused",
+WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_key_invalid", "idempotency_key_reused",
                 "request_in_progress", "member_busy", "payload_too_large", "malformed_request")
 
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.api.auth import Principal, require
 from app.api.deps import Database, Pool
-from app.api.idempotency import IdempotencyKey, JSONText, run_write
+from app.api.idempotency import JSONText, run_write
+from app.api.idempotency_key import IdempotencyKey
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
