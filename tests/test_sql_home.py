@@ -212,3 +212,8 @@ def test_a_database_at_the_previous_head_upgrades_cleanly(fresh_database):
     assert after["public_functions"] == 0
     assert after["balances"] == before["balances"]
     assert after["replay"].startswith("{")  # stored answers survive, as text
+
+
+async def test_minor_units_agree_with_python(db):
+    rows = await db.fetch("SELECT c, ledger.minor_units(c) AS m FROM unnest($1::text[]) AS c", sorted(MINOR_UNITS))
+    assert {r["c"]: r["m"] for r in rows} == MINOR_UNITS

@@ -4,7 +4,7 @@ their purchases reveals the birthday.
 A purchase earned on the member's birthday carries that in its award: a ``birthday_bonus``, or any rule with a
 ``birthday`` condition, names the day. On erasure, every stored explanation of the member's purchases loses
 those names (``app.earning.rules.redact_award``): the purchase's award, each return's clawback, and the answers
-kept under an Idempotency-Key (until they are purged). Every number stays, so the breakdowns still add up, the
+kept under an Idempotency-Key (until they are purged), and the events that announced them (``changes``). Every number stays, so the breakdowns still add up, the
 ledger (which never held the birthday) is untouched, ``verify`` still proves it, and later returns claw back
 exactly what they would have. The member's counts of birthday rules (``member_rule_awards`` rows of personal
 rules, dated on the birthday) are deleted: with the birthday gone, those rules can no longer apply to the member.
@@ -75,6 +75,12 @@ async def erase_personal_rules(conn: asyncpg.Connection, program_id: UUID, membe
             changed = _redact_answer(body, everywhere)
             if changed is not None:
                 await conn.execute(q.REWRITE_STORED_ANSWER, program_id, row["key"], json.dumps(changed))
+                rewritten += 1
+        # The events of the member's purchases and returns carry the same answers (the change feed, webhooks).
+        for row in await conn.fetch(q.MEMBER_EARNING_CHANGES, member_pk):
+            changed = _redact_answer(_decoded(row["data"]), everywhere)
+            if changed is not None:
+                await conn.execute(q.REWRITE_CHANGE, row["id"], json.dumps(changed))
                 rewritten += 1
     return rewritten
 

@@ -50,3 +50,7 @@ WHERE program_id = $1 AND status_code < 300 AND response_body::jsonb -> 'balance
   AND (response_body::jsonb ? 'purchase' OR response_body::jsonb ? 'clawback')
 """
 REWRITE_STORED_ANSWER = "UPDATE idempotency_keys SET response_body = $3 WHERE program_id = $1 AND key = $2"
+MEMBER_EARNING_CHANGES = """
+SELECT id, data FROM changes WHERE member_id = $1 AND type IN ('points.earned', 'purchase.returned')
+"""
+REWRITE_CHANGE = "UPDATE changes SET data = $2::text::json WHERE id = $1"

@@ -27,8 +27,12 @@ WITH m AS (
     INSERT INTO member_balances (member_id, program_id)
     SELECT id, program_id FROM m WHERE created
     ON CONFLICT DO NOTHING
+), announced AS (
+    SELECT ledger.emit(program_id, id, CASE WHEN created THEN 'member.created' ELSE 'member.updated' END, now(),
+                       ledger.member_event(member_id, status, created_at, updated_at))
+    FROM m
 )
-SELECT * FROM m
+SELECT m.* FROM m, (SELECT count(*) FROM announced) x
 """
 
 
@@ -43,4 +47,11 @@ UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, att
                    updated_at = now()
 WHERE id = (SELECT m.id FROM ledger.member($1, $2) m)
 RETURNING id, {_COLUMNS}
+"""
+
+# Announced in the erasure's transaction; what earlier events said of the member is redacted with it.
+ERASED = """
+SELECT ledger.emit(m.program_id, m.id, 'member.erased', now(), ledger.member_event(m.external_id, m.status,
+                   m.created_at, m.updated_at))
+FROM members m WHERE m.id = $1
 """

@@ -38,4 +38,5 @@ async def erase_personal_data(conn: asyncpg.Connection, program_id: UUID, member
     if row is None:
         raise DomainError("member_not_found")
     await erase_personal_rules(conn, program_id, row["id"], member_ref)
+    await conn.execute(q.ERASED, row["id"])
     return Member(**{k: v for k, v in dict(row).items() if k in Member.model_fields})

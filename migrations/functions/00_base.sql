@@ -106,3 +106,21 @@ BEGIN
     RAISE EXCEPTION 'ledger table % is append-only: % refused', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'restrict_violation';
 END $$;
+
+-- A currency's minor units (ISO 4217): app/money.py MINOR_UNITS is the same table (tests/test_sql_home.py checks).
+CREATE FUNCTION ledger.minor_units(p_currency text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_currency = ANY ('{BIF,CLP,DJF,GNF,ISK,JPY,KMF,KRW,PYG,RWF,UGX,UYI,VND,VUV,XAF,XOF,XPF}') THEN 0
+        WHEN p_currency = ANY ('{BHD,IQD,JOD,KWD,LYD,OMR,TND}') THEN 3
+        WHEN p_currency = ANY ('{CLF,UYW}') THEN 4
+        ELSE 2 END
+$$;
+
+-- A program's conversion of points to money, for what the database renders on its own (the jobs' events): the
+-- requests pass the same from the program's settings (app/redemption/conversion.py money_args).
+CREATE FUNCTION ledger.program_money(p_program uuid)
+RETURNS TABLE (points_per_unit integer, minor_units integer, currency text) LANGUAGE sql STABLE AS $$
+    SELECT coalesce((p.settings ->> 'points_per_currency_unit_redeemed')::integer, 100),
+           ledger.minor_units(p.currency), p.currency
+      FROM programs p WHERE p.id = p_program
+$$;

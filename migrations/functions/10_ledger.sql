@@ -64,6 +64,20 @@ LANGUAGE sql STABLE AS $$
     SELECT * FROM members m WHERE m.program_id = p_program AND m.external_id = p_member_ref
 $$;
 
+-- A member as events show it (member.created, member.updated, member.erased): its reference, status and times,
+-- never its personal data.
+CREATE FUNCTION ledger.member_event(p_member_ref text, p_status text, p_created_at timestamptz,
+                                    p_updated_at timestamptz) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('member', json_build_object(
+        'member_id', p_member_ref, 'status', p_status, 'created_at', ledger.ts(p_created_at),
+        'updated_at', ledger.ts(p_updated_at)))
+$$;
+
+CREATE FUNCTION ledger.member_event_json(p_member_pk bigint) RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT ledger.member_event(m.external_id, m.status, m.created_at, m.updated_at)
+    FROM members m WHERE m.id = p_member_pk
+$$;
+
 -- Lock a member's balance row: the one lock of every change to the member's balances, lots and holds.
 CREATE FUNCTION ledger.lock_member(p_member_pk bigint) RETURNS member_balances
 LANGUAGE sql AS $$ SELECT * FROM member_balances WHERE member_id = p_member_pk FOR UPDATE $$;

@@ -197,6 +197,11 @@ BEGIN
             v_debt := v_debt - v_take;
         END IF;
     END LOOP;
+    IF v_total > 0 THEN
+        PERFORM ledger.emit(b.program_id, p_member_pk, 'points.available', p_now, json_build_object(
+            'entry', (SELECT j FROM ledger.entry_json(v_entry) j),
+            'balance', (SELECT j FROM ledger.balance_json(p_member_pk) j)));
+    END IF;
     RETURN v_total;
 END $$;
 
@@ -224,6 +229,9 @@ BEGIN
     UPDATE lots SET remaining = 0 WHERE id = ANY (v_lots);
     INSERT INTO lot_allocations (entry_id, lot_id, points) SELECT e.entry_pk, x.lot, x.points
       FROM unnest(v_lots, v_points) AS x(lot, points);
+    PERFORM ledger.emit(b.program_id, p_member_pk, 'points.expired', p_as_of, json_build_object(
+        'entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
+        'balance', (SELECT j FROM ledger.balance_json(p_member_pk) j)));
 END $$;
 
 -- Does a member have lots due by p_as_of? (cheap: two index probes)

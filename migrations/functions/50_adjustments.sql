@@ -10,6 +10,7 @@ DECLARE
     a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
     v_member bigint;
     v_at timestamptz := coalesce(p_occurred_at, now());
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -39,9 +40,11 @@ BEGIN
     ELSE
         PERFORM ledger.consume_lots_exactly(v_member, e.entry_pk, -p_points);
     END IF;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
-        'entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
-        'balance', (SELECT j FROM ledger.balance_json(v_member) j)));
+    v_body := json_build_object('entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
+                                'balance', (SELECT j FROM ledger.balance_json(v_member) j));
+    PERFORM ledger.emit_all(p_program, v_member, ARRAY['points.adjusted', CASE WHEN p_points > 0 THEN 'points.earned' END],
+                            v_at, v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;
 
 -- Post the mirror image of a manual adjustment, once. Points it credited are taken back from the lots it
@@ -57,6 +60,7 @@ DECLARE
     v_points bigint[];
     v_available bigint;
     v_other integer;
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -100,7 +104,8 @@ BEGIN
         SELECT e.entry_pk, back.lot_id, -back.points FROM back ORDER BY back.lot_id;
         PERFORM ledger.cover_debt(o.member_id, e.entry_pk, -v_available);
     END IF;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
-        'entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
-        'balance', (SELECT j FROM ledger.balance_json(o.member_id) j)));
+    v_body := json_build_object('entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
+                                'balance', (SELECT j FROM ledger.balance_json(o.member_id) j));
+    PERFORM ledger.emit(p_program, o.member_id, 'points.reversed', now(), v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;

@@ -79,6 +79,12 @@ BEGIN
     UPDATE holds SET status = CASE p_kind WHEN 'void' THEN 'voided' ELSE 'expired' END,
                      resolved_at = p_now, resolve_entry_id = e.entry_pk
      WHERE id = h.id;
+    IF p_kind = 'release' THEN  -- (a void is announced with its answer, by ledger.resolve_hold)
+        PERFORM ledger.emit(h.program_id, h.member_id, 'hold.expired', p_now, json_build_object(
+            'hold', (SELECT j FROM ledger.program_money(h.program_id) pm
+                      CROSS JOIN LATERAL ledger.hold_json(h.id, pm.points_per_unit, pm.minor_units, pm.currency) j),
+            'balance', (SELECT j FROM ledger.balance_json(h.member_id) j)));
+    END IF;
     RETURN 'ok';
 END $$;
 
@@ -96,6 +102,7 @@ DECLARE
     v_status ledger.status;
     v_now timestamptz := now();
     v_object bigint;
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -123,16 +130,20 @@ BEGIN
         INSERT INTO holds (program_id, member_id, points, reference, description, expires_at, created_at, hold_entry_id)
         VALUES (p_program, m.id, p_points, p_reference, p_description, p_hold_expires_at, v_now, e.entry_pk)
         RETURNING id INTO v_object;
-        RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
+        v_body := json_build_object(
             'hold', (SELECT j FROM ledger.hold_json(v_object, p_points_per_unit, p_minor_units, p_currency) j),
-            'balance', (SELECT j FROM ledger.balance_json(m.id) j)));
+            'balance', (SELECT j FROM ledger.balance_json(m.id) j));
+        PERFORM ledger.emit(p_program, m.id, 'hold.created', v_now, v_body);
+        RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
     END IF;
     INSERT INTO redemptions (program_id, member_id, points, reference, entry_id, created_at)
     VALUES (p_program, m.id, p_points, p_reference, e.entry_pk, v_now)
     RETURNING id INTO v_object;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
+    v_body := json_build_object(
         'redemption', (SELECT j FROM ledger.redemption_json(v_object, p_points_per_unit, p_minor_units, p_currency) j),
-        'balance', (SELECT j FROM ledger.balance_json(m.id) j)));
+        'balance', (SELECT j FROM ledger.balance_json(m.id) j));
+    PERFORM ledger.emit(p_program, m.id, 'points.redeemed', v_now, v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;
 
 -- 4. Capture (p_kind 'capture', p_points NULL: all of it) or void (p_kind 'void') an open hold. A capture
@@ -151,6 +162,7 @@ DECLARE
     v_capture bigint;
     v_back bigint;
     v_redemption bigint;
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -165,9 +177,11 @@ BEGIN
         IF v_status <> 'ok' THEN
             RETURN ledger.refusal(v_status);
         END IF;
-        RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, json_build_object(
+        v_body := json_build_object(
             'hold', (SELECT j FROM ledger.hold_json(h.id, p_points_per_unit, p_minor_units, p_currency) j),
-            'balance', (SELECT j FROM ledger.balance_json(h.member_id) j)));
+            'balance', (SELECT j FROM ledger.balance_json(h.member_id) j));
+        PERFORM ledger.emit(p_program, h.member_id, 'hold.voided', v_now, v_body);
+        RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, v_body);
     END IF;
 
     PERFORM ledger.lock_member(h.member_id);
@@ -205,10 +219,12 @@ BEGIN
     INSERT INTO redemptions (program_id, member_id, points, reference, entry_id, hold_id, created_at)
     VALUES (p_program, h.member_id, v_capture, h.reference, e.entry_pk, h.id, v_now)
     RETURNING id INTO v_redemption;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, json_build_object(
+    v_body := json_build_object(
         'hold', (SELECT j FROM ledger.hold_json(h.id, p_points_per_unit, p_minor_units, p_currency) j),
         'redemption', (SELECT j FROM ledger.redemption_json(v_redemption, p_points_per_unit, p_minor_units, p_currency) j),
-        'balance', (SELECT j FROM ledger.balance_json(h.member_id) j)));
+        'balance', (SELECT j FROM ledger.balance_json(h.member_id) j));
+    PERFORM ledger.emit_all(p_program, h.member_id, ARRAY['hold.captured', 'points.redeemed'], v_now, v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, v_body);
 END $$;
 
 -- 5. Refund (part of) a redemption. Points go back to the lots they were taken from, latest-expiring first,
@@ -225,6 +241,7 @@ DECLARE
     v_restored bigint;
     v_expired bigint;
     v_refund bigint;
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -259,12 +276,14 @@ BEGIN
     INSERT INTO redemption_refunds (redemption_id, entry_id, points, available_points, expired_points, created_at)
     VALUES (r.id, e.entry_pk, p_points, v_restored, v_expired, v_now)
     RETURNING id INTO v_refund;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
+    v_body := json_build_object(
         'refund', (SELECT json_build_object('id', ledger.public_id('rfd', f.id), 'entry_id', ledger.public_id('ent', f.entry_id),
                           'points', f.points, 'available_points', f.available_points, 'expired_points', f.expired_points,
                           'created_at', ledger.ts(f.created_at)) FROM redemption_refunds f WHERE f.id = v_refund),
         'redemption', (SELECT j FROM ledger.redemption_json(r.id, p_points_per_unit, p_minor_units, p_currency) j),
-        'balance', (SELECT j FROM ledger.balance_json(r.member_id) j)));
+        'balance', (SELECT j FROM ledger.balance_json(r.member_id) j));
+    PERFORM ledger.emit(p_program, r.member_id, 'points.refunded', v_now, v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;
 
 -- 6. The release job: up to p_limit expired open holds (optionally of one program), members locked in id

@@ -62,6 +62,11 @@ BEGIN
                                   config_version, changed_at)
         VALUES (p_program, p_member_pk, p_from_tier, p_tier, p_valid_until, p_reason, p_source, p_reference,
                 p_config_version, p_at);
+        PERFORM ledger.emit(p_program, p_member_pk, 'tier.changed', p_at, json_build_object(
+            'member_id', (SELECT m.external_id FROM members m WHERE m.id = p_member_pk),
+            'from_tier', p_from_tier, 'to_tier', p_tier, 'valid_until', ledger.ts(p_valid_until), 'reason', p_reason,
+            'source', p_source, 'reference', CASE WHEN p_source = 'manual' THEN NULL ELSE p_reference END,
+            'config_version', p_config_version, 'changed_at', ledger.ts(p_at)));
     END IF;
     UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = p_member_pk;
 END $$;

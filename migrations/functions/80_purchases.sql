@@ -168,6 +168,8 @@ BEGIN
             RETURN;
         END IF;
         INSERT INTO member_balances (member_id, program_id) VALUES (member_pk, p_program);
+        PERFORM ledger.emit(p_program, member_pk, 'member.created', now(),
+                            (SELECT j FROM ledger.member_event_json(member_pk) j));
         RETURN;
     END IF;
     b := ledger.lock_member(p_member_pk);
@@ -249,6 +251,7 @@ DECLARE
     v_purchase bigint;
     v_lot bigint;
     v_entry bigint;
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -296,9 +299,12 @@ BEGIN
     ELSE
         UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = mb.member_pk;
     END IF;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
-        'purchase', (SELECT j FROM ledger.purchase_json(v_purchase) j),
-        'balance', (SELECT j FROM ledger.balance_json(mb.member_pk) j), 'replayed', false));
+    v_body := json_build_object('purchase', (SELECT j FROM ledger.purchase_json(v_purchase) j),
+                                'balance', (SELECT j FROM ledger.balance_json(mb.member_pk) j), 'replayed', false);
+    IF p_points > 0 THEN
+        PERFORM ledger.emit(p_program, mb.member_pk, 'points.earned', p_occurred_at, v_body);
+    END IF;
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;
 
 -- What a return's clawback computation needs: the purchase (as posted, with its award), its earlier returns,
@@ -362,6 +368,7 @@ DECLARE
     v_return bigint;
     v_entry bigint;
     v_at timestamptz := coalesce(p_occurred_at, now());
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -429,5 +436,7 @@ BEGIN
          WHERE purchase_id = p.id AND rule_id = ANY (p_released_rule_ids) AND NOT released;
     END IF;
     UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = p.member_id;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, (SELECT j FROM ledger.return_json(v_return, false) j));
+    v_body := (SELECT j FROM ledger.return_json(v_return, false) j);
+    PERFORM ledger.emit(p_program, p.member_id, 'purchase.returned', v_at, v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;

@@ -61,6 +61,7 @@ DECLARE
     mb record;
     v_event bigint;
     v_entry bigint;
+    v_body json;
     e record;
 BEGIN
     IF a.status IS NOT NULL THEN
@@ -92,7 +93,11 @@ BEGIN
     VALUES (p_program, mb.member_pk, p_event_id, p_name, p_occurred_at, p_points, v_entry, p_evaluation)
     RETURNING id INTO v_event;
     UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = mb.member_pk;
-    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, (SELECT j FROM ledger.event_json(v_event, false) j));
+    v_body := (SELECT j FROM ledger.event_json(v_event, false) j);
+    IF p_points > 0 THEN
+        PERFORM ledger.emit(p_program, mb.member_pk, 'points.earned', p_occurred_at, v_body);
+    END IF;
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;
 
 CREATE TRIGGER member_events_append_only BEFORE UPDATE OR DELETE ON member_events

@@ -15,3 +15,12 @@ RETURNS void LANGUAGE sql AS $$
     INSERT INTO changes (program_id, member_id, type, occurred_at, data)
     VALUES (p_program, p_member_pk, p_type, p_occurred_at, p_data)
 $$;
+
+-- The same data announced under several types (NULLs left out): a positive adjustment is points.adjusted and
+-- points.earned, a capture hold.captured and points.redeemed.
+CREATE FUNCTION ledger.emit_all(p_program uuid, p_member_pk bigint, p_types text[], p_occurred_at timestamptz,
+                                p_data json)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO changes (program_id, member_id, type, occurred_at, data)
+    SELECT p_program, p_member_pk, t, p_occurred_at, p_data FROM unnest(p_types) AS t WHERE t IS NOT NULL
+$$;
