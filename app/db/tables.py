@@ -505,3 +505,67 @@ changes = sa.Table(
     sa.Index(None, "member_id", "xid", "id"),
     sa.Index(None, "recorded_at"),
 )
+
+# Webhooks (issue 13). An endpoint receives the changes of its program (of `event_types`, all when empty) from its
+# position in the feed on: the fan-out turns the changes after `position` into deliveries, and moves it.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("event_types", pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"),
+              comment="types delivered; empty: all"),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("secret", sa.Text, nullable=False, comment="whsec_...: signs deliveries (Standard Webhooks)"),
+    sa.Column("previous_secret", sa.Text, comment="the secret before the last rotation, signing too until..."),
+    sa.Column("previous_secret_until", sa.DateTime(timezone=True)),
+    sa.Column("position_xid", sa.BigInteger, nullable=False, comment="the fan-out's position in the feed: (xid, id)"),
+    sa.Column("position_id", sa.BigInteger, nullable=False),
+    sa.Column("failing_since", sa.DateTime(timezone=True), comment="first failed attempt since the last success"),
+    sa.Column("disabled_reason", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Index(None, "program_id"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("endpoint_id", pg.UUID(as_uuid=True), sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("change_id", sa.BigInteger, nullable=False),
+    sa.Column("change_xid", sa.BigInteger, nullable=False, comment="the change's position: deliveries of one member "
+              "go out in this order"),
+    sa.Column("member_id", sa.BigInteger, nullable=False, comment="0: a change of the program itself"),
+    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("lease_until", sa.DateTime(timezone=True), comment="claimed by a process until then"),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(_in("status", ("pending", "delivered", "failed")), name="status"),
+    sa.UniqueConstraint("endpoint_id", "change_id"),
+    sa.Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")),
+    sa.Index("ix_webhook_deliveries_member_order", "endpoint_id", "member_id", "change_xid", "change_id",
+             postgresql_where=sa.text("status = 'pending'")),
+    sa.Index(None, "endpoint_id", "id"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("delivery_id", sa.BigInteger, sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("status_code", sa.Integer, comment="the receiver's HTTP status; none: no answer"),
+    sa.Column("latency_ms", sa.Integer),
+    sa.Column("response_snippet", sa.Text, comment="the first 500 characters of the receiver's answer"),
+    sa.Column("error", sa.Text),
+    sa.Index(None, "delivery_id"),
+)

@@ -1,0 +1,116 @@
+"""HTTP shapes of the change feed and of webhook endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# Every type of change the service announces (tests/test_changes.py checks the SQL emits only these).
+EVENT_TYPES: tuple[str, ...] = (
+    "points.earned", "points.available", "points.redeemed", "points.refunded", "points.reversed", "points.adjusted",
+    "points.expired", "points.expiring",
+    "hold.created", "hold.captured", "hold.voided", "hold.expired",
+    "purchase.returned", "tier.changed",
+    "member.created", "member.updated", "member.erased",
+    "webhook_endpoint.disabled",
+)
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=64)]
+
+
+class Change(BaseModel):
+    """One change, as the feed lists it and a webhook delivers it."""
+
+    id: str = Field(description="Unique and stable: the `webhook-id` of its deliveries", examples=["evt_5c0e..."])
+    type: str = Field(examples=["points.earned"])
+    occurred_at: datetime = Field(description="When it happened (business time)")
+    recorded_at: datetime
+    member_id: str | None = Field(description="The member it is about (none: the program itself)")
+    data: dict[str, Any] = Field(description="The objects in the shapes the API answers with")
+
+
+class ChangePage(BaseModel):
+    data: list[Change]
+    next_cursor: str | None = Field(description="Pass as `after` for the next page (the same when nothing new)")
+    has_more: bool = Field(description="More changes are there already: ask again at once")
+
+
+class WebhookEndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2000)] = Field(examples=["https://crm.example/hook"])
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    event_types: list[EventType] = Field(default_factory=list, max_length=100,
+                                         description="Types to deliver; empty: every type")
+    enabled: bool = True
+
+
+class WebhookEndpointUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2000)] | None = None
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    event_types: list[EventType] | None = Field(default=None, max_length=100)
+    enabled: bool | None = Field(default=None, description="Enabling a disabled endpoint clears its failure state")
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    url: str
+    description: str | None
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None = Field(description="Why the service disabled it (failing too long)")
+    failing_since: datetime | None = Field(description="First failed attempt since the last success")
+    previous_secret_valid_until: datetime | None = Field(
+        description="After a rotation, the old secret still signs deliveries until then")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    secret: str = Field(description="The signing secret (whsec_...). Shown once, never again.")
+
+
+class WebhookEndpointList(BaseModel):
+    data: list[WebhookEndpoint]
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: Annotated[int, Field(ge=0, le=7 * 86400, strict=True)] = Field(
+        default=86400, description="How long the old secret keeps signing deliveries too (default one day)")
+
+
+class SecretRotated(BaseModel):
+    secret: str = Field(description="The new signing secret. Shown once.")
+    previous_secret_valid_until: datetime | None
+
+
+class WebhookAttempt(BaseModel):
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; none: no answer")
+    latency_ms: int | None
+    response_snippet: str | None
+    error: str | None
+
+
+class WebhookDelivery(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="When it is tried again (pending)")
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    log: list[WebhookAttempt] = Field(description="Every attempt, newest first (at most 20)")
+
+
+class WebhookDeliveryPage(BaseModel):
+    data: list[WebhookDelivery]
+    next_cursor: str | None
