@@ -13,6 +13,7 @@ could not run as asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -53,8 +54,10 @@ cli = typer.Typer(
 programs_cli = typer.Typer(help="The programs (tenants) of the database.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys of a program: create one to recover admin access, list, revoke.",
                        no_args_is_help=True)
+changes_cli = typer.Typer(help="The change feed (the events the webhooks deliver).", no_args_is_help=True)
 cli.add_typer(programs_cli, name="programs")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(changes_cli, name="changes")
 
 # Options shared by several commands.
 ProgramOpt = Annotated[str | None, typer.Option("--program", help="Only this program (its id, a UUID).")]
@@ -600,6 +603,64 @@ def purge_idempotency_keys(
         return await purge_expired(pool, retention)
 
     out.print(f"purged {with_database(run, max_size=1)} idempotency keys older than {retention} days")
+
+
+@changes_cli.command("tail")
+def changes_tail(
+    program: Annotated[str, typer.Option("--program", help="The program (its id, a UUID).")],
+    after: Annotated[str | None, typer.Option("--after", help="Start after this event id (default: the oldest "
+                                              "kept).")] = None,
+    types: Annotated[str | None, typer.Option("--types", help="Comma-separated event types (default: all).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for new events.")] = False,
+    seconds: Annotated[float | None, typer.Option("--seconds", min=0, help="With --follow: stop after this "
+                                                  "long (default: until interrupted).")] = None,
+) -> None:
+    """Print the program's events as JSON lines, in the feed's order (as GET /v1/changes pages them)."""
+    from app.events.schemas import EventType
+    from app.events.service import feed_json
+
+    program_id = _program_id(program)
+    assert program_id is not None
+    try:
+        chosen = [EventType(t.strip()) for t in types.split(",")] if types else None
+    except ValueError as exc:
+        fail(f"--types: {exc}")
+
+    async def run(pool: Any) -> None:
+        from app.errors import DomainError
+
+        await _require_program(pool, program_id)
+        cursor = after
+        deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+        while True:
+            try:
+                page = json.loads(await feed_json(pool, program_id, cursor, chosen, 500))
+            except DomainError as exc:
+                fail(f"--after: {exc.detail}")
+            for event in page["data"]:
+                print(json.dumps(event), flush=True)
+            cursor = page["next_cursor"]
+            if page["has_more"]:
+                continue
+            if not follow or (deadline is not None and asyncio.get_running_loop().time() >= deadline):
+                return
+            await asyncio.sleep(1.0)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        with_database(run, max_size=1)
+
+
+@cli.command("announce-expiring")
+def announce_expiring_cmd(as_of: AsOfOpt = None) -> None:
+    """Announce the points.expiring notices due as of --as-of (the scheduler does it hourly)."""
+    from app.expiry.service import announce_expiring
+
+    moment = _as_of(as_of)
+
+    async def run(pool: Any) -> int:
+        return await announce_expiring(pool, moment)
+
+    out.print(f"announced {with_database(run)} points.expiring notices")
 
 
 def main(argv: list[str] | None = None) -> None:

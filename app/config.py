@@ -79,6 +79,24 @@ class Settings(BaseSettings):
         default=2000, ge=1, description="How long revoking a key (or changing settings) waits for every process to "
         "confirm it evicted its cached copy; a process alive and silent past it makes a revocation answer 503 "
         "revocation_unconfirmed (the revocation is committed; repeat the request)")
+    changes_retention_days: int = Field(
+        default=30, ge=1, description="Days the change feed keeps an event (and webhook deliveries their log); "
+        "older ones are purged hourly")
+    webhook_worker: bool = Field(
+        default=True, description="Deliver webhooks from this process. Every process may: they claim deliveries "
+        "with FOR UPDATE SKIP LOCKED, so no attempt is sent twice")
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000,
+                                     description="Deliveries a process sends at the same time")
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="A receiver must answer a delivery within this (else: retried)")
+    webhook_poll_ms: int = Field(default=200, ge=10, le=10_000,
+                                 description="How often an idle worker looks for new changes and due retries")
+    webhook_allow_private_urls: bool = Field(
+        default=False, description="Allow webhook URLs whose host is loopback, private or link-local (refused by "
+        "default: a webhook must not reach into the service's own network). For tests and closed networks")
+    webhook_disable_after_days: float = Field(
+        default=5.0, gt=0, description="An endpoint with no successful delivery for this long, while failing, is "
+        "disabled (and `webhook_endpoint.disabled` announced)")
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -12,13 +13,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.auth import FailedAuthLimiter, KeyCache, KeyInvalidation, RateLimiter
 from app.api.docs import install_docs
 from app.api.problems import Problem, install_handlers
-from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
+from app.api.routes import admin, earning, events, expiry, ledger, members, programs, redemption, tiers
 from app.config import Settings, get_settings
 from app.db.access import Db
 from app.db.bootstrap import resolve_database_url_async
 from app.db.migrate import head_revision
 from app.db.pool import create_pool
 from app.db.urls import asyncpg_dsn
+from app.events.worker import WebhookWorker, WorkerSettings
 from app.jobs.scheduler import Scheduler, default_jobs
 from app.ledger.batch import Batcher
 from app.ledger.writes import Writer
@@ -59,12 +61,19 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         app.state.key_invalidation = invalidation
         scheduler = None
         if settings.scheduler_enabled:
-            scheduler = Scheduler(url, app.state.pool, default_jobs(settings.idempotency_retention_days))
+            scheduler = Scheduler(url, app.state.pool, default_jobs(settings))
             scheduler.start()
         app.state.scheduler = scheduler
+        worker = None
+        if settings.webhook_worker:
+            worker = WebhookWorker(app.state.pool, worker_settings(settings))
+            worker.start()
+        app.state.webhook_worker = worker
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             if scheduler is not None:
                 await scheduler.stop()
             await invalidation.stop()
@@ -90,7 +99,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.failed_auth_limiter = FailedAuthLimiter(settings.auth_failure_rate_per_second,
                                                       settings.auth_failure_burst)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):
+    for module in (programs, members, ledger, earning, redemption, expiry, tiers, events, admin):
         app.include_router(module.router)
     # CORS is closed by default: no origins allowed unless configured.
     if settings.cors_origins:
@@ -99,6 +108,14 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     _register_problem_schema(app)
     return app
+
+
+def worker_settings(settings: Settings) -> WorkerSettings:
+    return WorkerSettings(
+        concurrency=settings.webhook_concurrency, timeout_seconds=settings.webhook_timeout_seconds,
+        poll_seconds=settings.webhook_poll_ms / 1000, allow_private=settings.webhook_allow_private_urls,
+        disable_after=timedelta(days=settings.webhook_disable_after_days),
+    )
 
 
 def _register_problem_schema(app: FastAPI) -> None:

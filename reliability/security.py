@@ -241,10 +241,16 @@ async def seed(p: Probe, t: Tenant, tag: str) -> None:
     t.ids["redemption_id"] = r.json()["redemption"]["id"]
     t.ids["member_id"] = t.member
     _, t.ids["key_id"] = await make_key(p, a, ["read"], "victim")
+    r = await p.call("POST", "/v1/webhook-endpoints", key=a, body={"url": f"http://127.0.0.1:9/sec-{tag}"},
+                     purpose="setup")
+    r.raise_for_status()
+    t.ids["endpoint_id"] = r.json()["id"]
+    t.ids["delivery_id"] = "dlv_0000000000000001"
 
 
 NOWHERE = {"member_id": "sec-nobody", "entry_id": 9_000_000_001, "hold_id": 9_000_000_001,
-           "redemption_id": 9_000_000_001, "order_id": "sec-no-order", "key_id": "00000000-0000-4000-8000-00000000dead"}
+           "redemption_id": 9_000_000_001, "order_id": "sec-no-order", "key_id": "00000000-0000-4000-8000-00000000dead",
+           "endpoint_id": "00000000-0000-4000-8000-00000000beef", "delivery_id": "dlv_0000000000000001"}
 
 
 def valid_body(route: Route, member: str) -> Any:
@@ -267,6 +273,8 @@ def valid_body(route: Route, member: str) -> Any:
                                           "total": "1.00",
                                           "lines": [{"sku": "A", "quantity": 1, "unit_price": "1.00"}]},
         ("POST", "/v1/events"): {"member_id": member, "event_id": "intruder-event", "name": "none"},
+        ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): {"description": "intruder"},
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/recover"): {"since": "2020-01-01T00:00:00Z"},
     }
     return examples.get((route.method, route.path), {} if route.method in WRITE_METHODS else None)
 
@@ -524,7 +532,8 @@ async def check_storage_and_logs(p: Probe, db_url: str, keys: list[str], tenants
 async def security(args: Any, run: Run) -> str:
     server_url, close_server = await asyncio.to_thread(open_server, args, run)
     db = await FreshDatabase(server_url, "security").create()
-    s1 = Service(db.url, run.dir / "service.log", workers=args.workers)
+    # Webhook endpoints on loopback (refused by default) so that each program has one to probe.
+    s1 = Service(db.url, run.dir / "service.log", workers=args.workers, env={"PL_WEBHOOK_ALLOW_PRIVATE_URLS": "true"})
     s2 = Service(db.url, run.dir / "service-ratelimited.log", workers=1,
                  env={"PL_RATE_LIMIT_PER_SECOND": "5", "PL_RATE_LIMIT_BURST": "10", "PL_SCHEDULER_ENABLED": "false"})
     try:

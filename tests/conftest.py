@@ -93,7 +93,7 @@ def database_url(fresh_database: Any) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, pool_min_size=2, pool_max_size=20, lock_timeout_ms=1500,
-                    scheduler_enabled=False,
+                    scheduler_enabled=False, webhook_worker=False, webhook_allow_private_urls=True,
                     statement_timeout_ms=10_000)
 
 
@@ -117,6 +117,18 @@ class Tenant:
     program_id: uuid.UUID
     admin_key: str
     client: httpx.AsyncClient
+    pool: Any = None
+
+    async def settled(self, seconds: float = 30.0) -> None:
+        """Wait until the feed lists every event this program has committed. An event is listed once every
+        transaction that could precede it has ended, and that horizon is the database server's: a write of
+        another test worker (in its own database) holds it back for a moment too."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not await self.pool.fetchval(
+                "SELECT ledger.changes_horizon() > coalesce(max(xid), 0) FROM changes WHERE program_id = $1",
+                self.program_id):
+            assert asyncio.get_running_loop().time() < deadline, "the feed did not settle"
+            await asyncio.sleep(0.01)
 
     def headers(self, key: str | None = None, idem: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {key or self.admin_key}"}
@@ -155,10 +167,10 @@ def _documented_models() -> list[tuple[Any, set[str], dict[int, Any]]]:
     """(path regex, methods, status -> response model) of every API route, from the routers themselves."""
     from fastapi.routing import APIRoute
 
-    from app.api.routes import admin, earning, expiry, ledger, members, programs, redemption, tiers
+    from app.api.routes import admin, earning, events, expiry, ledger, members, programs, redemption, tiers
 
     out = []
-    for module in (programs, members, ledger, earning, redemption, expiry, tiers, admin):
+    for module in (programs, members, ledger, earning, redemption, expiry, tiers, events, admin):
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or route.response_model is None:
                 continue
@@ -208,7 +220,7 @@ async def make_tenant(app: Any, client: httpx.AsyncClient, currency: str = "EUR"
         program, key = await create_program(
             conn, ProgramCreate(name=f"test {uuid.uuid4().hex[:6]}", currency=currency, timezone="Europe/Berlin")
         )
-    return Tenant(program_id=program.id, admin_key=key.key, client=client)
+    return Tenant(program_id=program.id, admin_key=key.key, client=client, pool=app.state.pool)
 
 
 @pytest.fixture
@@ -244,7 +256,8 @@ def live_server(database_url: str) -> Iterator[LiveServer]:
     import time
 
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "PL_SCHEDULER_ENABLED": "false", "PL_LOG_LEVEL": "WARNING",
+    env = {**os.environ, "DATABASE_URL": database_url, "PL_SCHEDULER_ENABLED": "false", "PL_WEBHOOK_WORKER": "false",
+           "PL_LOG_LEVEL": "WARNING",
            "PL_PORT": str(port), "PL_WORKERS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-migrate"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -280,3 +280,23 @@ async def test_evaluate_tiers_dry_run_and_program(tenant, other_tenant, database
     assert "evaluate-tiers" in run.stderr and "1/1" in run.stderr
     assert (await tenant.balance("t"))["tier"] == "Green"
     assert (await other_tenant.balance("t"))["tier"] is None
+
+
+async def test_changes_tail_prints_the_feed_as_json_lines(tenant, other_tenant, database_url):
+    await tenant.member("tail-1")
+    assert (await tenant.adjust("tail-1", 12)).status_code == 201
+    await other_tenant.member("tail-other")
+    await tenant.settled()
+    r = await _acli(database_url, "changes", "tail", "--program", str(tenant.program_id))
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["member.created", "points.adjusted", "points.earned"]
+    feed = (await tenant.client.get("/v1/changes", headers=tenant.headers())).json()["data"]
+    assert events == feed
+    r = await _acli(database_url, "changes", "tail", "--program", str(tenant.program_id), "--after", events[0]["id"],
+                    "--types", "points.earned", "--follow", "--seconds", "0.5")
+    assert r.returncode == 0 and [json.loads(x)["type"] for x in r.stdout.splitlines()] == ["points.earned"]
+    for args, message in ((["--types", "nope"], "--types"), (["--after", "evt_0"], "--after")):
+        r = await _acli(database_url, "changes", "tail", "--program", str(tenant.program_id), *args)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        _clean(r)

@@ -569,3 +569,15 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.Text),
     sa.Index(None, "delivery_id"),
 )
+
+# points.expiring: each lot is announced at most once per threshold (the smallest threshold it is within; the larger
+# ones are marked too, so a lot earned 10 days before its expiry gets the 7-day notice only).
+expiry_notices = sa.Table(
+    "expiry_notices",
+    metadata,
+    sa.Column("lot_id", sa.BigInteger, primary_key=True),
+    sa.Column("days", sa.Integer, primary_key=True, comment="the threshold: days before the expiry"),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, comment="the expiry announced"),
+    sa.Column("announced_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Index(None, "expires_at"),
+)

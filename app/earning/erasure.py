@@ -3,11 +3,12 @@ their purchases reveals the birthday.
 
 A purchase earned on the member's birthday carries that in its award: a ``birthday_bonus``, or any rule with a
 ``birthday`` condition, names the day. On erasure, every stored explanation of the member's purchases loses
-those names (``app.earning.rules.redact_award``): the purchase's award, each return's clawback, and the answers
-kept under an Idempotency-Key (until they are purged), and the events that announced them (``changes``). Every number stays, so the breakdowns still add up, the
-ledger (which never held the birthday) is untouched, ``verify`` still proves it, and later returns claw back
-exactly what they would have. The member's counts of birthday rules (``member_rule_awards`` rows of personal
-rules, dated on the birthday) are deleted: with the birthday gone, those rules can no longer apply to the member.
+those names (``app.earning.rules.redact_award``): the purchase's award, each return's clawback, the answers
+kept under an Idempotency-Key (until they are purged), and the events that announced them (``changes``). Every
+number stays, so the breakdowns still add up, the ledger (which never held the birthday) is untouched,
+``verify`` still proves it, and later returns claw back exactly what they would have. The member's counts of
+birthday rules (``member_rule_awards`` rows of personal rules, dated on the birthday) are deleted:
+with the birthday gone, those rules can no longer apply to the member.
 
 What cannot go: the points themselves. A purchase that earned 100 points more than its neighbours still earned
 them; the breakdown only no longer says why.

@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-# Every type of change the service announces (tests/test_changes.py checks the SQL emits only these).
-EVENT_TYPES: tuple[str, ...] = (
-    "points.earned", "points.available", "points.redeemed", "points.refunded", "points.reversed", "points.adjusted",
-    "points.expired", "points.expiring",
-    "hold.created", "hold.captured", "hold.voided", "hold.expired",
-    "purchase.returned", "tier.changed",
-    "member.created", "member.updated", "member.erased",
-    "webhook_endpoint.disabled",
-)
-EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=64)]
+
+class EventType(StrEnum):
+    """Every type of change the service announces (tests/test_changes.py checks the SQL emits only these)."""
+
+    POINTS_EARNED = "points.earned"
+    POINTS_AVAILABLE = "points.available"
+    POINTS_REDEEMED = "points.redeemed"
+    POINTS_REFUNDED = "points.refunded"
+    POINTS_REVERSED = "points.reversed"
+    POINTS_ADJUSTED = "points.adjusted"
+    POINTS_EXPIRED = "points.expired"
+    POINTS_EXPIRING = "points.expiring"
+    HOLD_CREATED = "hold.created"
+    HOLD_CAPTURED = "hold.captured"
+    HOLD_VOIDED = "hold.voided"
+    HOLD_EXPIRED = "hold.expired"
+    PURCHASE_RETURNED = "purchase.returned"
+    TIER_CHANGED = "tier.changed"
+    MEMBER_CREATED = "member.created"
+    MEMBER_UPDATED = "member.updated"
+    MEMBER_ERASED = "member.erased"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
 
 
 class Change(BaseModel):
     """One change, as the feed lists it and a webhook delivers it."""
 
     id: str = Field(description="Unique and stable: the `webhook-id` of its deliveries", examples=["evt_5c0e..."])
-    type: str = Field(examples=["points.earned"])
+    type: EventType
     occurred_at: datetime = Field(description="When it happened (business time)")
     recorded_at: datetime
     member_id: str | None = Field(description="The member it is about (none: the program itself)")
@@ -41,7 +58,7 @@ class WebhookEndpointCreate(BaseModel):
 
     url: Annotated[str, StringConstraints(min_length=8, max_length=2000)] = Field(examples=["https://crm.example/hook"])
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
-    event_types: list[EventType] = Field(default_factory=list, max_length=100,
+    event_types: list[EventType] = Field(default_factory=list, max_length=len(EventType),
                                          description="Types to deliver; empty: every type")
     enabled: bool = True
 
@@ -51,15 +68,15 @@ class WebhookEndpointUpdate(BaseModel):
 
     url: Annotated[str, StringConstraints(min_length=8, max_length=2000)] | None = None
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
-    event_types: list[EventType] | None = Field(default=None, max_length=100)
+    event_types: list[EventType] | None = Field(default=None, max_length=len(EventType))
     enabled: bool | None = Field(default=None, description="Enabling a disabled endpoint clears its failure state")
 
 
 class WebhookEndpoint(BaseModel):
-    id: str
+    id: UUID
     url: str
     description: str | None
-    event_types: list[str]
+    event_types: list[EventType]
     enabled: bool
     disabled_reason: str | None = Field(description="Why the service disabled it (failing too long)")
     failing_since: datetime | None = Field(description="First failed attempt since the last success")
@@ -100,7 +117,7 @@ class WebhookAttempt(BaseModel):
 class WebhookDelivery(BaseModel):
     id: str
     event_id: str
-    event_type: str
+    event_type: str | None = Field(description="None: the event is past the feed's retention")
     status: Literal["pending", "delivered", "failed"]
     attempts: int
     next_attempt_at: datetime | None = Field(description="When it is tried again (pending)")
@@ -114,3 +131,13 @@ class WebhookDelivery(BaseModel):
 class WebhookDeliveryPage(BaseModel):
     data: list[WebhookDelivery]
     next_cursor: str | None
+
+
+class DeliveryRecover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime = Field(description="Deliveries made since then that failed for good are sent again")
+
+
+class DeliveriesRequeued(BaseModel):
+    requeued: int = Field(description="How many deliveries are due again")

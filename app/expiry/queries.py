@@ -17,3 +17,8 @@ FROM (SELECT 1) one
 LEFT JOIN lots_due d ON d.expires_at > now() AND d.expires_at <= now() + make_interval(days => $3)
 GROUP BY d.expires_at ORDER BY d.expires_at
 """
+
+# points.expiring (migrations/functions/25_expiry_notices.sql), one batch of a program's members.
+ANNOUNCE_EXPIRING = "SELECT * FROM ledger.announce_expiring($1, $2, $3, $4, $5, $6)"
+PROGRAMS = "SELECT id, timezone, settings FROM programs ORDER BY id"
+PURGE_NOTICES = "SELECT ledger.purge_expiry_notices(now() - interval '1 day')"

@@ -149,3 +149,26 @@ async def expire_now(pool: asyncpg.Pool) -> int:
     return (await expire_due(pool)).points
 
 
+
+
+async def announce_expiring(pool: asyncpg.Pool, now: datetime | None = None, batch: int = 2000) -> int:
+    """Scheduler job (hourly): the `points.expiring` notices due, for every program with thresholds; one
+    transaction per batch of members. Returns the notices announced."""
+    from app.programs.schemas import ProgramSettings
+
+    now = now or datetime.now(UTC)
+    announced = 0
+    for program in await pool.fetch(q.PROGRAMS):
+        days = ProgramSettings.model_validate(program["settings"]).expiring_notice_days
+        if not days:
+            continue
+        after = 0
+        while True:
+            row = await pool.fetchrow(q.ANNOUNCE_EXPIRING, program["id"], days, program["timezone"], now, after,
+                                      batch)
+            if not row["members"]:
+                break
+            announced += row["notices"]
+            after = row["last_member"]
+    await pool.fetchval(q.PURGE_NOTICES)
+    return announced

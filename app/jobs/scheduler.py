@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from app.config import Settings
 from app.db.urls import asyncpg_dsn
 
 log = logging.getLogger(__name__)
@@ -96,20 +97,26 @@ class Scheduler:
                          time.perf_counter() - started)
 
 
-def default_jobs(idempotency_retention_days: int) -> list[Job]:
+def default_jobs(settings: Settings) -> list[Job]:
     from app.api.idempotency import purge_expired
     from app.earning.service import activate_due_pending
-    from app.expiry.service import expire_now
+    from app.events.service import purge_changes
+    from app.expiry.service import announce_expiring, expire_now
     from app.redemption.service import release_expired_holds
     from app.tiers.service import evaluate_now
 
     async def purge(pool: asyncpg.Pool) -> int:
-        return await purge_expired(pool, idempotency_retention_days)
+        return await purge_expired(pool, settings.idempotency_retention_days)
+
+    async def purge_feed(pool: asyncpg.Pool) -> int:
+        return await purge_changes(pool, settings.changes_retention_days)
 
     return [
         Job("release-holds", 5.0, release_expired_holds),
         Job("release-pending", 30.0, activate_due_pending),
         Job("expire", 60.0, expire_now),
+        Job("announce-expiring", 3600.0, announce_expiring),
         Job("evaluate-tiers", 3600.0, evaluate_now),
         Job("purge-idempotency-keys", 3600.0, purge),
+        Job("purge-changes", 3600.0, purge_feed),
     ]

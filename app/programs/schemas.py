@@ -41,9 +41,18 @@ class ProgramSettings(BaseModel):
         default=900, description="Hold lifetime when the request does not say")
     hold_max_seconds: Annotated[int, Field(ge=1, le=31 * 86400)] = Field(
         default=7 * 86400, description="Longest hold lifetime a request may ask for")
+    expiring_notice_days: Annotated[list[Annotated[int, Field(ge=1, le=365)]], Field(max_length=5)] = Field(
+        default=[30, 7], description="Announce `points.expiring` this many days before points expire (each lot "
+        "once per threshold; a lot already within a smaller threshold gets only that one). Empty: no notices")
     max_backdate_days: Annotated[int, Field(ge=1, le=36_600)] | None = Field(
         default=None, description="Purchases and events dated more than this many days ago are refused (422 "
         "occurred_at_too_old). Unset: no age limit, but never before the program's first earn rules")
+
+
+    @field_validator("expiring_notice_days")
+    @classmethod
+    def _thresholds(cls, value: list[int]) -> list[int]:
+        return sorted(set(value), reverse=True)
 
 
 class ProgramUpdate(BaseModel):

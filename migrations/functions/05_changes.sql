@@ -7,13 +7,26 @@
 -- transactions below the oldest transaction still running (pg_snapshot_xmin): every transaction below it has
 -- committed or aborted, and every later one has a larger xid, so it lands after any position already handed out.
 -- The price: a transaction that stays open holds the feed back (by design, writes are one statement).
+--
+-- One member's events in the order they happened. A transaction gets its xid at its first write, which may come
+-- before it waits for a member's lock (a batch of writes, a sweep over many members): it can then write after a
+-- transaction with a larger xid that held the lock. So an event's position (the column `xid`) is the larger of
+-- its transaction's xid and the position of the member's previous event (committed: its writer held the member's
+-- lock until then). Positions only grow per member, and never fall below the writer's own xid, so the horizon
+-- rule above still holds.
 
 -- Record one event. p_data: the object in the shapes the API answers with (usually the answer of the write that
 -- made the change), never personal data beyond the member's reference.
+CREATE FUNCTION ledger.change_position(p_member_pk bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT greatest(pg_current_xact_id()::text::bigint,
+                    (SELECT c.xid FROM changes c WHERE p_member_pk IS NOT NULL AND c.member_id = p_member_pk
+                      ORDER BY c.member_id DESC, c.xid DESC, c.id DESC LIMIT 1))
+$$;
+
 CREATE FUNCTION ledger.emit(p_program uuid, p_member_pk bigint, p_type text, p_occurred_at timestamptz, p_data json)
 RETURNS void LANGUAGE sql AS $$
-    INSERT INTO changes (program_id, member_id, type, occurred_at, data)
-    VALUES (p_program, p_member_pk, p_type, p_occurred_at, p_data)
+    INSERT INTO changes (xid, program_id, member_id, type, occurred_at, data)
+    VALUES (ledger.change_position(p_member_pk), p_program, p_member_pk, p_type, p_occurred_at, p_data)
 $$;
 
 -- The same data announced under several types (NULLs left out): a positive adjustment is points.adjusted and
@@ -21,8 +34,9 @@ $$;
 CREATE FUNCTION ledger.emit_all(p_program uuid, p_member_pk bigint, p_types text[], p_occurred_at timestamptz,
                                 p_data json)
 RETURNS void LANGUAGE sql AS $$
-    INSERT INTO changes (program_id, member_id, type, occurred_at, data)
-    SELECT p_program, p_member_pk, t, p_occurred_at, p_data FROM unnest(p_types) AS t WHERE t IS NOT NULL
+    INSERT INTO changes (xid, program_id, member_id, type, occurred_at, data)
+    SELECT ledger.change_position(p_member_pk), p_program, p_member_pk, t, p_occurred_at, p_data
+      FROM unnest(p_types) AS t WHERE t IS NOT NULL
 $$;
 
 -- The horizon of the feed: every transaction below it has ended (committed or rolled back); every transaction still
