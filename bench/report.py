@@ -29,6 +29,9 @@ RATIOS: list[tuple[str, str, str, str, str, float | None, str]] = [
     ("purchase_group_commit_on_vs_off", "purchase", "ops", "purchase_no_group_commit", "ops", None, ">="),
     ("hot_member_group_commit_on_vs_off", "hot_member", "ops", "hot_member_no_group_commit", "ops", None, ">="),
     ("hold_capture_group_commit_on_vs_off", "hold_capture", "ops", "hold_capture_no_group_commit", "ops", None, ">="),
+    # the outbox (every write's events, in its transaction) against none, same run: the cost issue #13 bounds
+    ("redeem_outbox_on_vs_off", "redeem", "ops", "redeem_no_outbox", "ops", 0.9, ">="),
+    ("purchase_outbox_on_vs_off", "purchase", "ops", "purchase_no_outbox", "ops", 0.9, ">="),
     ("client_check_asyncio_vs_wrk_ping", "raw_ping", "ops", "wrk_raw_ping", "ops", None, ">="),
     ("client_check_asyncio_vs_wrk_raw_get", "raw_get", "ops", "wrk_raw_get", "ops", None, ">="),
     ("client_check_asyncio_vs_wrk_raw_txn", "raw_txn", "ops", "wrk_raw_txn", "ops", None, ">="),

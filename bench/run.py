@@ -30,6 +30,7 @@ from uuid import UUID
 
 import psutil
 
+from bench import events as events_bench
 from bench import pg as pgmod
 from bench import profile as profmod
 from bench import report, seed
@@ -103,6 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards")
     p.add_argument("--no-group-commit-compare", action="store_true",
                    help="skip the second pass of the write workloads with group commit off")
+    p.add_argument("--no-outbox-compare", action="store_true",
+                   help="skip the pass of the write workloads without the outbox's events")
+    p.add_argument("--webhook-events", type=int,
+                   help="events for the webhook delivery workload (default 20,000; quick 1,000; 0: skip)")
     args = p.parse_args(argv)
     q = args.quick
     args.members = args.members or (1000 if q else 100_000)
@@ -110,12 +115,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (0.25 if q else 3.0)
     args.no_wrk = args.no_wrk or q  # the wrk cross-check is a calibration: full runs only
     args.expired_holds = args.expired_holds if args.expired_holds is not None else (200 if q else 5_000)
+    args.webhook_events = args.webhook_events if args.webhook_events is not None else (1000 if q else 20_000)
     return args
 
 
 # The write workloads measured a second time with group commit off (result names suffixed NO_GC).
 GROUP_COMMIT_COMPARED = ("redeem", "purchase", "hot_member", "hold_capture")
 NO_GC = "_no_group_commit"
+# The write workloads measured a second time without the outbox's events (result names suffixed NO_OUTBOX).
+OUTBOX_COMPARED = ("redeem", "purchase")
+NO_OUTBOX = "_no_outbox"
 
 
 # --- facts about the machine and the software ---------------------------------------------------------
@@ -327,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else f"embedded ({args.data_dir})",
             "open_loop": f"{OPEN_LOOP_OF} at {int(OPEN_LOOP_SHARE * 100)}% of its closed-loop ops/s",
         },
-        "setup": {}, "results": {}, "batch": {}, "notes": [],
+        "setup": {}, "results": {}, "batch": {}, "events": {}, "notes": [],
     }
     titles = {w.name: w.title for w in WORKLOADS}
     results: dict[str, dict[str, Any]] = doc["results"]
@@ -338,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                    "wrk_raw_get": "Raw one-row GET (wrk, uniform)", "wrk_raw_txn": "Raw INSERT+UPDATE (wrk, uniform)",
                    "mix_open_loop": f"Mix open loop @{int(OPEN_LOOP_SHARE * 100)}% (CO-corrected)"})
     titles.update({f"{name}{NO_GC}": f"{titles[name]}, group commit off" for name in GROUP_COMMIT_COMPARED})
+    titles.update({f"{name}{NO_OUTBOX}": f"{titles[name]}, no outbox" for name in OUTBOX_COMPARED})
 
     def want(name: str) -> bool:
         return selected is None or name in selected
@@ -376,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         svc_port = free_port()
         svc_argv = [CLI, "serve", "--host", "127.0.0.1", "--port", str(svc_port), "--workers", str(args.workers),
                     "--no-migrate"]
-        svc_env = dict(base_env, DATABASE_URL=url)
+        # Webhooks go to a receiver on loopback (refused by default: SSRF).
+        svc_env = dict(base_env, DATABASE_URL=url, PL_WEBHOOK_ALLOW_PRIVATE_URLS="true")
         t_svc = time.perf_counter()
         if args.quick:  # boot the service while seeding and the ceilings run (saves its start-up time)
             svc = Server("service", svc_argv, svc_env, log_dir, svc_port)
@@ -528,6 +539,46 @@ def main(argv: list[str] | None = None) -> int:
                     record(f"{name}{NO_GC}", r)
             cpu.set("server", None)
 
+        # 2c. The outbox's cost: the same write workloads with the events switched off (bench/events.py).
+        compared = [n for n in OUTBOX_COMPARED if want(n) and n in results and not results[n].get("skipped")]
+        if compared and not args.no_outbox_compare:
+            with events_bench.outbox_off(url):
+                off = Server("service-no-outbox", svc_argv, svc_env, log_dir, svc_port)
+                with running(off, "/readyz"):
+                    cpu.set("server", off.proc.pid)
+                    for name in compared:
+                        wl = BY_NAME[name]
+                        ops, _ = resolve_ops(wl, unavailable)
+                        log(f"{name}{NO_OUTBOX} ...")
+                        r = run_client("bench.loadgen", client_spec(args, wl, ops, port, key, run_id + NO_OUTBOX),
+                                       cpu, timeout=timeout)
+                        r["ops_run"] = ops
+                        record(f"{name}{NO_OUTBOX}", r)
+                cpu.set("server", None)
+
+        # 2d. Webhook delivery: N events at once to a receiver on loopback, delivered by the service's workers.
+        if want("webhook_delivery") and args.webhook_events:
+            receiver_port = free_port()
+            receiver = Server("webhook-receiver", [sys.executable, "-m", "bench.events", "receiver", "--port",
+                                                   str(receiver_port)], base_env, log_dir, receiver_port)
+            deliverer = Server("service-webhooks", svc_argv, svc_env, log_dir, svc_port)
+            with running(receiver, "/"), running(deliverer, "/readyz"):
+                status, body = http_json(port, "POST", "/v1/webhook-endpoints",
+                                         {"url": f"http://127.0.0.1:{receiver_port}/hook"}, key=admin_key)
+                if status != 201:
+                    raise RuntimeError(f"POST /v1/webhook-endpoints: {status} {body}")
+                cpu.set("server", deliverer.proc.pid)
+                before = cpu.snapshot()
+                log(f"webhook delivery of {args.webhook_events:,} events ...")
+                delivered = asyncio.run(events_bench.delivery(url, program_id, body["id"], args.webhook_events,
+                                                              wait_seconds=300))
+                delivered["cpu"] = CpuGroups.delta(before, cpu.snapshot())
+                http_json(port, "DELETE", f"/v1/webhook-endpoints/{body['id']}", key=admin_key)
+                doc["events"]["webhook_delivery"] = delivered
+                log(f"webhook delivery: {delivered['events_per_second']} events/s, latency "
+                    f"{delivered['latency_ms_from_commit']}, complete {delivered['complete']}")
+            cpu.set("server", None)
+
         # 3. Batch jobs.
         commands = cli_commands()
         if args.expired_holds and want("release_holds") and "release-holds" in commands:
@@ -587,6 +638,11 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(results, titles))
         print("\nRatios (informational; targets from the benchmark issue):")
         print(report.ratio_lines(doc["ratios"]))
+        if doc["events"].get("webhook_delivery"):
+            d = doc["events"]["webhook_delivery"]
+            print(f"\nWebhook delivery: {d['delivered']:,} of {d['events_written']:,} events, "
+                  f"{d['events_per_second']} events/s, latency from commit {d['latency_ms_from_commit']} ms "
+                  "(target of issue #13: >= 1,000 events/s)")
         no_chart = "none (no results, or matplotlib missing: python3 -m uv sync --group bench)"
         print(f"\nresults: {json_path}\nchart:   {png or no_chart}")
         print(f"total:   {doc['total_seconds']}s")

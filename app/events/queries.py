@@ -82,19 +82,21 @@ SELECT json_build_object(
 
 DELIVERY_ROW_ID = "SELECT ledger.row_id('dlv', $1)"
 
-# Send it again now (whatever its status): the next attempt is due at once. NULL: not this endpoint's delivery.
-RETRY_DELIVERY = f"""
-WITH d AS (
-    UPDATE webhook_deliveries d
-       SET status = 'pending', next_attempt_at = now(), delivered_at = NULL
-      FROM webhook_endpoints e
-     WHERE e.program_id = $1 AND e.id = $2 AND d.endpoint_id = e.id AND d.id = ledger.row_id('dlv', $3)
-    RETURNING d.*
-)
-SELECT {_DELIVERY_JSON}::text FROM d LEFT JOIN changes c ON c.id = d.change_id
+# Send it again now (whatever its status). No row: not this endpoint's delivery. Then the member's queue is put
+# back in shape (NORMALIZE): if an older delivery of the member is pending, this one waits for it.
+RETRY_DELIVERY = """
+UPDATE webhook_deliveries d
+   SET status = 'pending', next_attempt_at = now(), delivered_at = NULL
+  FROM webhook_endpoints e
+ WHERE e.program_id = $1 AND e.id = $2 AND d.endpoint_id = e.id AND d.id = ledger.row_id('dlv', $3)
+RETURNING d.id, d.member_id
+"""
+NORMALIZE = "SELECT ledger.webhook_normalize($1, $2)"
+DELIVERY_JSON = f"""
+SELECT {_DELIVERY_JSON}::text FROM webhook_deliveries d LEFT JOIN changes c ON c.id = d.change_id WHERE d.id = $1
 """
 
-# Every delivery that failed for good since $3, due again at once.
+# Every delivery that failed for good since $3, due again (then NORMALIZE the endpoint's queues).
 RECOVER = """
 WITH d AS (
     UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now()
@@ -107,6 +109,8 @@ SELECT count(*) FROM d
 
 # The queue (worker side).
 FAN_OUT = "SELECT ledger.webhook_fan_out($1)"
+WAKE = "SELECT ledger.webhook_wake($1)"
+PAUSE = "SELECT ledger.webhook_pause($1)"
 CLAIM = "SELECT * FROM ledger.webhook_claim($1, $2)"
 RECORD = "SELECT ledger.webhook_record($1, $2, $3, $4, $5, $6, $7, $8)"
 

@@ -97,10 +97,13 @@ async def update_endpoint(pool: asyncpg.Pool, program_id: UUID, endpoint_id: UUI
         await check_url(body.url, allow_private)
     fields = body.model_fields_set
     types = None if body.event_types is None else (_types(body.event_types) or [])
-    row = await pool.fetchrow(q.UPDATE_ENDPOINT, program_id, endpoint_id, body.url, "description" in fields,
-                              body.description, types, body.enabled)
-    if row is None:
-        raise DomainError("webhook_endpoint_not_found")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(q.UPDATE_ENDPOINT, program_id, endpoint_id, body.url, "description" in fields,
+                                  body.description, types, body.enabled)
+        if row is None:
+            raise DomainError("webhook_endpoint_not_found")
+        if body.enabled is not None:  # a paused queue waits out of the claim's way; resumed, its heads are due
+            await conn.execute(q.WAKE if body.enabled else q.PAUSE, endpoint_id)
     return _endpoint(row)
 
 
@@ -132,18 +135,23 @@ async def deliveries_json(pool: asyncpg.Pool, program_id: UUID, endpoint_id: UUI
 
 
 async def retry_delivery(pool: asyncpg.Pool, program_id: UUID, endpoint_id: UUID, delivery_id: str) -> str:
-    body: str | None = await pool.fetchval(q.RETRY_DELIVERY, program_id, endpoint_id, delivery_id)
-    if body is None:
-        await _get(pool, program_id, endpoint_id)
-        raise DomainError("webhook_delivery_not_found")
-    return body
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(q.RETRY_DELIVERY, program_id, endpoint_id, delivery_id)
+        if row is None:
+            await _get(conn, program_id, endpoint_id)
+            raise DomainError("webhook_delivery_not_found")
+        await conn.execute(q.NORMALIZE, endpoint_id, row["member_id"])
+        body: str = await conn.fetchval(q.DELIVERY_JSON, row["id"])
+        return body
 
 
 async def recover(pool: asyncpg.Pool, program_id: UUID, endpoint_id: UUID,
                   body: DeliveryRecover) -> DeliveriesRequeued:
     async with pool.acquire() as conn, conn.transaction():
         await _get(conn, program_id, endpoint_id)
-        return DeliveriesRequeued(requeued=await conn.fetchval(q.RECOVER, program_id, endpoint_id, body.since))
+        requeued = await conn.fetchval(q.RECOVER, program_id, endpoint_id, body.since)
+        await conn.execute(q.NORMALIZE, endpoint_id, None)
+        return DeliveriesRequeued(requeued=requeued)
 
 
 async def purge_changes(pool: asyncpg.Pool, retention_days: int, batch: int = 5000) -> int:
