@@ -276,6 +276,7 @@ async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | N
             "p_eligible_amount": award.eligible_amount, "p_available_at": available_at,
             "p_expires_at": expiry.expires_at, "p_expires_on_inactivity": expiry.on_inactivity,
             "p_activity_expires_at": expiry.activity_expires_at, **evaluation.tier_change(ctx, award, qualifying),
+            "p_voucher_codes": data.voucher_codes or None,  # issue-14: redeemed with the purchase (95_rewards.sql)
         })
 
     return await evaluate_and_post(db, evaluation.read, post)

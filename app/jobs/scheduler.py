@@ -101,6 +101,7 @@ def default_jobs(idempotency_retention_days: int) -> list[Job]:
     from app.earning.service import activate_due_pending
     from app.expiry.service import expire_now
     from app.redemption.service import release_expired_holds
+    from app.rewards.service import expire_vouchers
     from app.tiers.service import evaluate_now
 
     async def purge(pool: asyncpg.Pool) -> int:
@@ -110,6 +111,7 @@ def default_jobs(idempotency_retention_days: int) -> list[Job]:
         Job("release-holds", 5.0, release_expired_holds),
         Job("release-pending", 30.0, activate_due_pending),
         Job("expire", 60.0, expire_now),
+        Job("expire-vouchers", 60.0, expire_vouchers),
         Job("evaluate-tiers", 3600.0, evaluate_now),
         Job("purge-idempotency-keys", 3600.0, purge),
     ]

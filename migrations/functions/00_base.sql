@@ -26,7 +26,8 @@ CREATE TYPE ledger.status AS ENUM (
     'idempotency_key_reused',
     -- issue-14: rewards and vouchers (95_rewards.sql)
     'reward_not_found', 'reward_unavailable', 'out_of_stock', 'limit_reached', 'not_eligible',
-    'voucher_not_found', 'voucher_not_issued', 'voucher_expired', 'voucher_not_applicable', 'insufficient_scope'
+    'voucher_not_found', 'voucher_not_issued', 'voucher_expired', 'voucher_not_applicable', 'insufficient_scope',
+    'validation_error'
 );
 
 -- What a write answers: its status; for 'ok' the HTTP status and the JSON body (text, stored as sent under

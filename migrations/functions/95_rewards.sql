@@ -269,6 +269,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN ledger.refusal('reward_not_found');
     END IF;
+    IF p_delivery IS NOT NULL AND r.kind <> 'gift' THEN
+        RETURN ledger.refusal('validation_error', jsonb_build_object(
+            'detail', format('delivery: only gifts are shipped (this reward is a %s).', r.kind)));
+    END IF;
     IF r.stock IS NOT NULL AND NOT p_alone THEN
         RETURN ledger.refusal('stale');  -- takes stock: the service sends it again, in a transaction of its own
     END IF;
