@@ -240,16 +240,17 @@ async def outstanding_json(pool: asyncpg.Pool, p: Principal) -> str:
 
 async def expire_vouchers(pool: asyncpg.Pool, batch: int = 200, program_id: UUID | None = None,
                           dry_run: bool = False, progress: Callable[[int], None] | None = None) -> int:
-    """Expire every issued voucher past its validity, ``batch`` per transaction; rewards with ``refund_on_expiry``
-    give the points back. Safe to run concurrently and to rerun: a voucher resolves once. ``dry_run``: count them."""
+    """Expire every issued voucher past its validity, one member's (up to ``batch``) per transaction, so the job
+    holds one member's lock at a time (ledger.expire_vouchers); rewards with ``refund_on_expiry`` give the points
+    back. Safe to run concurrently and to rerun: a voucher resolves once. ``dry_run``: count them."""
     if dry_run:
         return int(await pool.fetchval(q.COUNT_DUE_VOUCHERS, program_id))
     expired = 0
-    for _ in range(100_000):
+    for _ in range(100_000):  # bounded: a run that stops short is continued by the next one
         done = await pool.fetchval(q.EXPIRE_VOUCHERS, batch, program_id)
+        if not done:
+            break
         expired += done
         if progress:
             progress(expired)
-        if done < batch:
-            break
     return expired
