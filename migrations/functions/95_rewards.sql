@@ -415,6 +415,8 @@ END $$;
 -- A purchase's voucher codes (p_codes, canonical), used on order p_order_id of member p_member_pk, whose lock the
 -- caller holds (ledger.purchase): all of them are redeemed, or the answer is the refusal of the first that cannot be
 -- and nothing is written. p_purchase: the purchase as posted (channel, total, lines). Status 'ok' otherwise.
+-- Only the member's own vouchers are locked (another member's is refused first, unlocked): a purchase in a
+-- group-commit batch locks nothing of another member.
 CREATE FUNCTION ledger.use_vouchers(p_program uuid, p_member_pk bigint, p_codes text[], p_order_id text,
                                     p_purchase json)
 RETURNS ledger.answer LANGUAGE plpgsql AS $$
@@ -431,7 +433,15 @@ BEGIN
     IF FOUND THEN
         RETURN ledger.refusal('voucher_not_found', jsonb_build_object('voucher_code', ledger.code_text(v_missing)));
     END IF;
-    FOR v IN SELECT * FROM vouchers y WHERE y.program_id = p_program AND y.code = ANY (p_codes) ORDER BY y.id FOR UPDATE
+    SELECT y.code INTO v_missing FROM vouchers y
+     WHERE y.program_id = p_program AND y.code = ANY (p_codes) AND y.member_id IS DISTINCT FROM p_member_pk LIMIT 1;
+    IF FOUND THEN
+        RETURN ledger.refusal('voucher_not_applicable', jsonb_build_object(
+            'voucher_code', ledger.code_text(v_missing), 'reason', 'member',
+            'detail', 'The voucher belongs to another member.'));
+    END IF;
+    FOR v IN SELECT * FROM vouchers y WHERE y.program_id = p_program AND y.code = ANY (p_codes)
+                                        AND y.member_id = p_member_pk ORDER BY y.id FOR UPDATE
     LOOP
         SELECT * INTO x FROM ledger.voucher_misfit(v, p_member_pk, true, p_purchase ->> 'channel',
                                                    (p_purchase ->> 'total')::numeric, v_skus, v_now) f
@@ -512,27 +522,32 @@ BEGIN
                           json_build_object('voucher', v_json, 'balance', v_balance));
 END $$;
 
--- 7. The expiry job: up to p_limit issued vouchers past their expiry (optionally of one program), in (member, id)
---    order; each expires, and gives its points back when its reward said so (then the member is locked first). A
---    voucher resolves once: a rerun, or a concurrent run, expires nothing twice.
+-- 7. The expiry job: the issued vouchers past their expiry of ONE member (the one with the earliest due voucher;
+--    optionally of one program), up to p_limit; each expires, and gives its points back when its reward said so.
+--    One member per call: the member's lock, then its vouchers, as every write takes them, so the job can deadlock
+--    with nothing. A voucher resolves once: a rerun, or a concurrent run, expires nothing twice. Returns how many
+--    expired (0: nothing was due).
 CREATE FUNCTION ledger.expire_vouchers(p_now timestamptz, p_limit integer, p_program uuid DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    r record;
     v vouchers%ROWTYPE;
     g record;
+    v_member bigint;
     v_expired integer := 0;
 BEGIN
-    FOR r IN
-        SELECT y.id, y.member_id, y.refund_on_expiry FROM vouchers y
-         WHERE y.status = 'issued' AND y.expires_at <= p_now AND (p_program IS NULL OR y.program_id = p_program)
-         ORDER BY y.member_id, y.id LIMIT p_limit
+    SELECT y.member_id INTO v_member FROM vouchers y
+     WHERE y.status = 'issued' AND y.expires_at <= p_now AND (p_program IS NULL OR y.program_id = p_program)
+     ORDER BY y.expires_at LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    PERFORM ledger.lock_member(v_member);
+    FOR v IN
+        SELECT * FROM vouchers y
+         WHERE y.member_id = v_member AND y.status = 'issued' AND y.expires_at <= p_now
+           AND (p_program IS NULL OR y.program_id = p_program)
+         ORDER BY y.id LIMIT p_limit FOR UPDATE
     LOOP
-        IF r.refund_on_expiry THEN
-            PERFORM ledger.lock_member(r.member_id);
-        END IF;
-        SELECT * INTO v FROM vouchers WHERE id = r.id FOR UPDATE;
-        CONTINUE WHEN v.status <> 'issued';
         IF v.refund_on_expiry THEN
             g := ledger.voucher_give_back(v, p_now, 'voucher expired: points returned');
             UPDATE vouchers SET status = 'expired', resolved_at = p_now, refund_entry_id = g.entry_pk,
