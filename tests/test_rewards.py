@@ -304,7 +304,7 @@ async def test_every_refusal_writes_nothing(tenant, db):
 async def test_hundred_concurrent_exchanges_for_a_stock_of_ten(tenant, db):
     members = [f"st-{i}" for i in range(10)]
     for m in members:
-        await _funded(tenant, m, (1000, None))
+        await _funded(tenant, m, (10_000, None))  # enough for all ten units, whoever wins them
     reward = await _reward(tenant, stock=10, low_stock_threshold=3)
     responses = await asyncio.gather(*[_exchange(tenant, reward["id"], members[i % 10]) for i in range(100)])
     codes = [r.status_code for r in responses]
@@ -312,7 +312,7 @@ async def test_hundred_concurrent_exchanges_for_a_stock_of_ten(tenant, db):
     assert all(r.json()["code"] == "out_of_stock" for r in responses if r.status_code == 409)
     vouchers = {r.json()["voucher"]["code"] for r in responses if r.status_code == 201}
     assert len(vouchers) == 10
-    spent = sum([1000 - (await tenant.balance(m))["available"] for m in members])
+    spent = sum([10_000 - (await tenant.balance(m))["available"] for m in members])
     assert spent == 10 * 150  # points conserved: exactly the ten exchanges were paid
     assert (await tenant.client.get(f"/v1/rewards/{reward['id']}", headers=tenant.headers())).json()["stock"] == 0
     low = await _changes(db, tenant, "reward.stock_low")

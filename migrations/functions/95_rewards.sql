@@ -283,7 +283,13 @@ BEGIN
     -- The member's lock first: a member's exchanges serialise here, so its per-member limits hold.
     PERFORM ledger.lock_member(v_member);
     PERFORM ledger.settle(v_member, v_now);
-    SELECT * INTO mc FROM ledger.exchange_member(p_program, p_member_ref, v_now);
+    -- The member as ledger.exchange_member reads it, from its settled balance row (once settled, a balance read
+    -- folds nothing more in), and its tier's rank only when the reward asks for one: cheaper on the hot path.
+    SELECT m.id, m.external_id, m.status, b.available, t.tier,
+           CASE WHEN r.min_tier IS NULL THEN 1 ELSE coalesce(ledger.tier_rank(p_program, t.tier, v_now), 1) END
+      INTO mc
+      FROM members m JOIN member_balances b ON b.member_id = m.id LEFT JOIN member_tiers t ON t.member_id = m.id
+     WHERE m.id = v_member;
     SELECT * INTO x FROM ledger.exchange_blockers(r, mc, v_now, p_timezone) b ORDER BY b.ord LIMIT 1;
     IF FOUND THEN
         RETURN ledger.refusal(x.code, x.extra || jsonb_build_object('detail', x.detail));
