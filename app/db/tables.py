@@ -584,7 +584,8 @@ vouchers = sa.Table(
     sa.Index(None, "member_id", "reward_id", "issued_at"),
     sa.Index(None, "member_id", "id"),
     # the expiry job and the outstanding report
-    sa.Index("ix_vouchers_issued_expiry", "expires_at", postgresql_where=sa.text("status = 'issued'")),
+    sa.Index("ix_vouchers_issued_expiry", "expires_at",
+             postgresql_where=sa.text("status = 'issued' AND expires_at IS NOT NULL")),
     sa.Index("ix_vouchers_issued_program", "program_id", "reward_id", postgresql_where=sa.text("status = 'issued'")),
 )
 

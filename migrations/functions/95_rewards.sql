@@ -344,7 +344,10 @@ BEGIN
                             (SELECT j FROM ledger.reward_json(r.id, NULL, p_timezone) j));
     END IF;
     RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, json_build_object(
-        'voucher', (SELECT j FROM ledger.voucher_json(v_voucher, true) j), 'balance', v_balance));
+        -- the member's own view differs only by a partner code or delivery details
+        'voucher', CASE WHEN r.kind = 'partner_code' OR p_delivery IS NOT NULL
+                        THEN (SELECT j FROM ledger.voucher_json(v_voucher, true) j) ELSE v_public END,
+        'balance', v_balance));
 END $$;
 
 -- 5. Using a voucher. Why voucher `v` cannot be used now (first row first): its state, then, for the order it is

@@ -148,7 +148,7 @@ def upgrade() -> None:
                     ["member_id", "reward_id", "issued_at"])
     op.create_index(op.f("ix_vouchers_member_id_id"), "vouchers", ["member_id", "id"])
     op.create_index("ix_vouchers_issued_expiry", "vouchers", ["expires_at"],
-                    postgresql_where=sa.text("status = 'issued'"))
+                    postgresql_where=sa.text("status = 'issued' AND expires_at IS NOT NULL"))
     op.create_index("ix_vouchers_issued_program", "vouchers", ["program_id", "reward_id"],
                     postgresql_where=sa.text("status = 'issued'"))
     op.create_table(
