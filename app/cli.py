@@ -590,6 +590,30 @@ def release_pending(program: ProgramOpt = None, dry_run: DryRunOpt = False, prog
         out.print(f"activated {n} pending points whose return window has passed")
 
 
+@cli.command("expire-vouchers")
+def expire_vouchers(program: ProgramOpt = None, dry_run: DryRunOpt = False, progress: ProgressOpt = False) -> None:
+    """Expire every issued voucher past its validity now (rewards with refund_on_expiry give the points back)."""
+    from app.rewards.service import expire_vouchers as expire_due_vouchers
+
+    program_id = _program_id(program)
+
+    async def run(pool: Any) -> int:
+        await _require_program(pool, program_id)
+        due = await expire_due_vouchers(pool, program_id=program_id, dry_run=True)
+        if dry_run:
+            return due
+        with _progress(_show(progress) and due > 0) as bar:
+            task = bar.add_task("expire-vouchers", total=due, detail="")
+            return await expire_due_vouchers(pool, program_id=program_id,
+                                             progress=lambda n: bar.update(task, completed=n))
+
+    n = with_database(run)
+    if dry_run:
+        out.print(f"would expire {n} vouchers ({_scope_text(program_id)}; dry run, nothing changed)")
+    else:
+        out.print(f"expired {n} vouchers")
+
+
 @cli.command("purge-idempotency-keys")
 def purge_idempotency_keys(
     days: Annotated[int | None, typer.Option(min=0, help="Retention (default PL_IDEMPOTENCY_RETENTION_DAYS).")] = None,

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics (off: 404). They are per process and "
         "unauthenticated: enable only where the port is not reachable by clients, or filter /metrics in front")
+    voucher_lookup_failures_per_minute: float = Field(
+        default=10.0, ge=0, description="Lookups of voucher codes that find nothing, per API key and process, "
+        "refilled per minute (0 = no bound); past them (and the burst) 429 rate_limited")
+    voucher_lookup_failure_burst: int = Field(default=20, ge=1, description="Failed voucher lookups a key may make "
+                                              "before the per-minute bound applies")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (none by default).")
     group_commit: bool = Field(
         default=True, description="Send the writes that reach a process at the same moment to Postgres together: "

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.auth import FailedAuthLimiter, KeyCache, KeyInvalidation, RateLimiter
 from app.api.docs import install_docs
 from app.api.problems import Problem, install_handlers
-from app.api.routes import admin, earning, events, expiry, ledger, members, programs, redemption, tiers
+from app.api.routes import admin, earning, events, expiry, ledger, members, programs, redemption, rewards, tiers
 from app.config import Settings, get_settings
 from app.db.access import Db
 from app.db.bootstrap import resolve_database_url_async
@@ -26,6 +26,7 @@ from app.ledger.batch import Batcher
 from app.ledger.writes import Writer
 from app.observability import RequestContextMiddleware
 from app.programs.versions import VersionCache
+from app.rewards.codes import FailureGuard
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.failed_auth_limiter = FailedAuthLimiter(settings.auth_failure_rate_per_second,
                                                       settings.auth_failure_burst)
+    app.state.voucher_guard = FailureGuard(settings.voucher_lookup_failures_per_minute,
+                                           settings.voucher_lookup_failure_burst)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, expiry, tiers, events, admin):
+    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, admin):
         app.include_router(module.router)
     # CORS is closed by default: no origins allowed unless configured.
     if settings.cors_origins:

@@ -89,6 +89,7 @@ class Runner:
         self.rate: float | None = spec.get("rate")
         self.currency: str = spec.get("currency", "EUR")
         self.run_tag: str = spec["run_tag"]
+        self.context: dict[str, Any] = spec.get("context") or {}  # what the runner set up (e.g. a reward's id)
         self.rng = random.Random(spec.get("seed", 1))
         self.picker = MemberPicker(spec["members"], uniform=spec.get("uniform", False),
                                    s=spec.get("zipf_s", 0.99), seed=spec.get("seed", 1))

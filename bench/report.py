@@ -21,6 +21,9 @@ RATIOS: list[tuple[str, str, str, str, str, float | None, str]] = [
     ("hold_capture_requests_vs_raw_txn", "hold_capture", "req", "raw_txn", "ops", None, ">="),
     ("hot_member_vs_spread_redeem", "hot_member", "ops", "redeem", "ops", 0.9, ">="),
     ("adjustment_vs_raw_txn", "adjustment", "ops", "raw_txn", "ops", None, ">="),
+    # target of the rewards issue (#14): an exchange at least half a redeem
+    ("exchange_vs_redeem", "exchange", "ops", "redeem", "ops", 0.5, ">="),
+    ("exchange_vs_raw_txn", "exchange", "ops", "raw_txn", "ops", None, ">="),
     ("replay_10pct_vs_redeem", "replay_10pct", "ops", "redeem", "ops", None, ">="),
     ("mix_requests_vs_raw_txn", "mix", "req", "raw_txn", "ops", None, ">="),
     ("direct_fn_vs_raw_txn", "direct_redeem_fn", "ops", "raw_txn", "ops", None, ">="),

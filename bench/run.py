@@ -66,6 +66,9 @@ EARN_RULES = {
 }
 
 
+# The reward of the exchange workload (POST /v1/rewards): a free coffee for 10 points, no stock, no limit.
+REWARD = {"name": "Free coffee", "kind": "product", "sku": "SKU-COFFEE-1", "cost_points": 10}
+
 # A tier ladder (PUT /v1/program/tiers), so that tier evaluation has work and purchases see tier multipliers.
 TIERS = {
     "tiers": [
@@ -236,6 +239,7 @@ def client_spec(args: argparse.Namespace, wl: Workload, ops: dict[str, float], p
         "host": "127.0.0.1", "port": port, "api_key": key, "workload": spec, "connections": args.connections,
         "duration": args.duration, "warmup": args.warmup, "members": args.members, "uniform": args.uniform,
         "zipf_s": args.zipf_s, "seed": 42, "run_tag": f"{run_tag}-{wl.name}", "currency": "EUR", "rate": rate,
+        "context": getattr(args, "context", {}),
     }
 
 
@@ -472,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
             if status != 201:
                 raise RuntimeError(f"POST /v1/api-keys: {status} {body}")
             key = body["key"]
+            # The reward the exchange workload exchanges (issue 14): unlimited, so nothing but the member is locked.
+            status, body = http_json(port, "POST", "/v1/rewards", REWARD, key=admin_key)
+            doc["setup"]["reward"] = body if status == 201 else {"status": status, "body": body}
+            args.context = {"reward_id": body["id"]} if status == 201 else {}
             unavailable = {op for op, (m, path, b) in ROUTES.items() if not probe(port, key, m, path, b)}
             doc["setup"]["unavailable_operations"] = sorted(unavailable)
 

@@ -84,6 +84,15 @@ async def op_purchase(r: Runner, conn: Connection, member: str) -> bool:
     return res is not None and 200 <= res.status < 300
 
 
+async def op_exchange(r: Runner, conn: Connection, member: str) -> bool:
+    """Points for a reward (issue 14): the runner creates an unlimited 'free coffee' for 10 points before the load
+    (``context["reward_id"]``), so every exchange is one debit, one voucher, two events, group-committed."""
+    reward = r.context["reward_id"]
+    res = await r.call(conn, "exchange", "POST", f"/v1/rewards/{reward}/exchanges", {"member_id": member},
+                       key=_unique(r, "exchange"))
+    return res is not None and res.status == 201
+
+
 # --- operations on the raw ceiling app (bench/rawapp.py) ----------------------------------------------
 
 async def op_ping(r: Runner, conn: Connection, member: str) -> bool:
@@ -108,6 +117,7 @@ OPS: dict[str, Op] = {
     "adjust": op_adjust,
     "hold_capture": op_hold_capture,
     "purchase": op_purchase,
+    "exchange": op_exchange,
     "ping": op_ping,
     "raw_get": op_raw_get,
     "raw_txn": op_raw_txn,
@@ -147,6 +157,8 @@ WORKLOADS: list[Workload] = [
     Workload("redeem", "Redeem (1-10 points)", {"redeem": 1}),
     Workload("hold_capture", "Hold then capture", {"hold_capture": 1}, note="an operation is two requests"),
     Workload("adjustment", "Adjustment (admin credit)", {"adjust": 1}),
+    Workload("exchange", "Exchange (points for a voucher)", {"exchange": 1},
+             note="an unlimited reward of 10 points: debit, voucher and events in one write"),
     Workload("purchase", "Purchase (3 lines)", {"purchase": 1}, note="placeholder until POST /v1/purchases lands"),
     Workload("hot_member", "Hot member (all redeems on one)", {"redeem": 1}, members="hot"),
     Workload("replay_10pct", "Redeem with 10% replays", {"redeem": 1}, replay_share=0.10),

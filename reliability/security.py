@@ -246,11 +246,21 @@ async def seed(p: Probe, t: Tenant, tag: str) -> None:
     r.raise_for_status()
     t.ids["endpoint_id"] = r.json()["id"]
     t.ids["delivery_id"] = "dlv_0000000000000001"
+    # issue-14: a partner-code reward with codes, and a voucher exchanged for it
+    r = await p.call("POST", "/v1/rewards", key=a, body={"name": "Cinema", "kind": "partner_code", "cost_points": 10},
+                     purpose="setup")
+    t.ids["reward_id"] = r.json()["id"]
+    await p.call("POST", f"/v1/rewards/{t.ids['reward_id']}/codes", key=a, body={"codes": [f"{tag}-1", f"{tag}-2"]},
+                 purpose="setup")
+    r = await p.call("POST", f"/v1/rewards/{t.ids['reward_id']}/exchanges", key=a, body={"member_id": t.member},
+                     purpose="setup")
+    t.ids["code"] = r.json()["voucher"]["code"]
 
 
 NOWHERE = {"member_id": "sec-nobody", "entry_id": 9_000_000_001, "hold_id": 9_000_000_001,
            "redemption_id": 9_000_000_001, "order_id": "sec-no-order", "key_id": "00000000-0000-4000-8000-00000000dead",
-           "endpoint_id": "00000000-0000-4000-8000-00000000beef", "delivery_id": "dlv_0000000000000001"}
+           "endpoint_id": "00000000-0000-4000-8000-00000000beef", "delivery_id": "dlv_0000000000000001",
+           "reward_id": "rwd_0000000000000000", "code": "2222-2222-2222"}
 
 
 def valid_body(route: Route, member: str) -> Any:
@@ -275,6 +285,9 @@ def valid_body(route: Route, member: str) -> Any:
         ("POST", "/v1/events"): {"member_id": member, "event_id": "intruder-event", "name": "none"},
         ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): {"description": "intruder"},
         ("POST", "/v1/webhook-endpoints/{endpoint_id}/recover"): {"since": "2020-01-01T00:00:00Z"},
+        ("POST", "/v1/rewards/{reward_id}/codes"): {"codes": ["intruder"]},
+        ("POST", "/v1/rewards/{reward_id}/exchanges"): {"member_id": member},
+        ("POST", "/v1/vouchers/{code}/redeem"): {"reference": "intruder"},
     }
     return examples.get((route.method, route.path), {} if route.method in WRITE_METHODS else None)
 

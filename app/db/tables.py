@@ -40,6 +40,7 @@ ACCOUNTS = MEMBER_ACCOUNTS + SYSTEM_ACCOUNTS
 ENTRY_KINDS = (
     "earn", "event", "activate", "redeem", "hold", "capture", "void", "release", "expire", "adjust", "reverse",
     "clawback", "refund",
+    "exchange", "exchange_refund",  # issue-14: points for a reward (available -> redeemed), and given back
 )
 SCOPES = ("earn", "redeem", "read", "admin")
 MEMBER_STATUSES = ("active", "suspended", "closed")
@@ -580,4 +581,124 @@ expiry_notices = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, comment="the expiry announced"),
     sa.Column("announced_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Index(None, "expires_at"),
+)
+
+# --- Rewards and vouchers (issue 14) --------------------------------------------------------------------------
+# The catalogue (`rewards`), the vouchers an exchange issues, and the partner codes uploaded to a reward. Written by
+# the functions of migrations/functions/95_rewards.sql. Vouchers carry no foreign key to their member or reward (the
+# rows of an exchange, like the ledger's, are written only by those functions, and a key check would lock the
+# reward's row at every exchange of it); `verify` proves those references (voucher_reference_mismatch).
+
+REWARD_KINDS = ("voucher", "product", "gift", "partner_code")
+LIMIT_PERIODS = ("day", "month", "ever")
+VOUCHER_STATUSES = ("issued", "redeemed", "expired", "cancelled")
+
+rewards = sa.Table(
+    "rewards",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="opaque to clients (rwd_...)"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("kind", sa.Text, nullable=False, comment="voucher, product, gift or partner_code; never changes"),
+    sa.Column("cost_points", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, comment="the program's currency, when amount_off or min_spend is set"),
+    sa.Column("amount_off", sa.Numeric, comment="kind voucher: money off, rounded to the currency's minor unit"),
+    sa.Column("percent_off", sa.Numeric, comment="kind voucher: percentage off (0 < p <= 100)"),
+    sa.Column("min_spend", sa.Numeric, comment="kind voucher: smallest order the voucher applies to"),
+    sa.Column("sku", sa.Text, comment="kind product: the free item"),
+    sa.Column("stock", sa.BigInteger,
+              comment="units left to exchange; NULL: unlimited. Partner codes: the codes not handed out yet"),
+    sa.Column("low_stock_threshold", sa.BigInteger,
+              comment="reward.stock_low is emitted when an exchange leaves exactly this many units"),
+    sa.Column("limit_count", sa.Integer, comment="per member: at most this many vouchers per limit_period"),
+    sa.Column("limit_period", sa.Text, comment="day or month (in the program's time zone), or ever"),
+    sa.Column("available_from", sa.DateTime(timezone=True)),
+    sa.Column("available_until", sa.DateTime(timezone=True), comment="exclusive"),
+    sa.Column("min_tier", sa.Text, comment="members below this tier of the ladder in force are not eligible"),
+    sa.Column("channels", pg.ARRAY(sa.Text), nullable=False, comment="where its vouchers can be used"),
+    sa.Column("voucher_valid_days", sa.Integer, comment="an issued voucher expires this many days later; NULL: never"),
+    sa.Column("cancel_window_hours", sa.Integer,
+              comment="a redeem key may cancel a voucher this long after its issue (admin keys: any time)"),
+    sa.Column("refund_on_expiry", sa.Boolean, nullable=False, server_default=sa.false(),
+              comment="an expired voucher gives its points back"),
+    sa.Column("metadata", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("archived_at", sa.DateTime(timezone=True), comment="archived rewards cannot be exchanged; never deleted"),
+    sa.CheckConstraint(_in("kind", REWARD_KINDS), name="kind"),
+    sa.CheckConstraint("cost_points > 0", name="cost_positive"),
+    sa.CheckConstraint("stock >= 0", name="stock_not_negative"),
+    sa.CheckConstraint("kind <> 'partner_code' OR stock IS NOT NULL", name="partner_code_stock"),
+    sa.CheckConstraint("(limit_count IS NULL) = (limit_period IS NULL) AND limit_count > 0 AND "
+                       + _in("limit_period", LIMIT_PERIODS), name="limit"),
+    sa.CheckConstraint("available_until > available_from", name="window"),
+    sa.CheckConstraint("kind = 'voucher' OR (amount_off IS NULL AND percent_off IS NULL AND min_spend IS NULL)",
+                       name="voucher_terms"),
+    sa.CheckConstraint("kind <> 'voucher' OR (amount_off IS NULL) <> (percent_off IS NULL)", name="one_discount"),
+    sa.CheckConstraint("(kind = 'product') = (sku IS NOT NULL)", name="product_sku"),
+    sa.Index(None, "program_id", "id"),
+)
+
+vouchers = sa.Table(
+    "vouchers",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="opaque to clients (vch_...)"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("member_id", sa.BigInteger, nullable=False),
+    sa.Column("reward_id", sa.BigInteger, nullable=False),
+    sa.Column("code", sa.Text, nullable=False,
+              comment="12 characters of a 32-letter alphabet (60 random bits), shown grouped: K7QM-3XDP-W9TF"),
+    sa.Column("status", sa.Text, nullable=False, server_default="issued"),
+    # The reward's terms as they were at the exchange: changing or archiving the reward never changes a voucher.
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False, comment="points the exchange cost"),
+    sa.Column("currency", sa.Text),
+    sa.Column("amount_off", sa.Numeric),
+    sa.Column("percent_off", sa.Numeric),
+    sa.Column("min_spend", sa.Numeric),
+    sa.Column("sku", sa.Text),
+    sa.Column("channels", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("refund_on_expiry", sa.Boolean, nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), comment="exclusive; NULL: never"),
+    sa.Column("cancellable_until", sa.DateTime(timezone=True), comment="until then a redeem key may cancel it"),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), comment="redeemed, cancelled or expired (by the job) then"),
+    sa.Column("reference", sa.Text, comment="redeemed: the order it was used on"),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False, comment="the exchange entry"),
+    sa.Column("refund_entry_id", sa.BigInteger, sa.ForeignKey("entries.id"),
+              comment="cancelled (or expired with refund_on_expiry): the entry that gave the points back"),
+    sa.Column("returned_points", sa.BigInteger, nullable=False, server_default="0",
+              comment="points the refund gave back spendable, into the lots they came from"),
+    sa.Column("returned_expired_points", sa.BigInteger, nullable=False, server_default="0",
+              comment="points the refund gave back expired (their lots expired meanwhile)"),
+    sa.Column("delivery", pg.JSONB, comment="personal data (a gift's shipping details): erased with the member's"),
+    sa.CheckConstraint(_in("status", VOUCHER_STATUSES), name="status"),
+    sa.CheckConstraint("points > 0", name="points_positive"),
+    sa.CheckConstraint("returned_points >= 0 AND returned_expired_points >= 0 AND "
+                       "returned_points + returned_expired_points IN (0, points)", name="returned"),
+    sa.UniqueConstraint("program_id", "code"),
+    sa.UniqueConstraint("entry_id"),
+    # the wallet (newest first) and the per-member limits
+    sa.Index(None, "member_id", "reward_id", "issued_at"),
+    sa.Index(None, "member_id", "id"),
+    # the expiry job and the outstanding report
+    sa.Index("ix_vouchers_issued_expiry", "expires_at",
+             postgresql_where=sa.text("status = 'issued' AND expires_at IS NOT NULL")),
+    sa.Index("ix_vouchers_issued_program", "program_id", "reward_id", postgresql_where=sa.text("status = 'issued'")),
+)
+
+partner_codes = sa.Table(
+    "partner_codes",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("reward_id", sa.BigInteger, sa.ForeignKey("rewards.id"), nullable=False),
+    sa.Column("code", sa.Text, nullable=False, comment="as uploaded; shown only to the member it is handed to"),
+    sa.Column("voucher_id", sa.BigInteger, sa.ForeignKey("vouchers.id"), comment="NULL: not handed out yet"),
+    sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("reward_id", "code"),
+    sa.UniqueConstraint("voucher_id"),
+    sa.Index("ix_partner_codes_unused", "reward_id", "id", postgresql_where=sa.text("voucher_id IS NULL")),
 )

@@ -32,6 +32,7 @@ from app.earning.rules import (
 )
 from app.ledger.schemas import Balance, MemberRef, Metadata
 from app.money import CurrencyCode
+from app.rewards.codes import VoucherCode
 
 
 def _readable_in_a_path(value: str) -> str:
@@ -80,6 +81,17 @@ class PurchaseCreate(BaseModel):
     channel: Channel = "pos"
     store_id: Code | None = None
     lines: list[PurchaseLine] = Field(min_length=1, max_length=5000)
+    # issue-14: vouchers used on the order, redeemed in the purchase's transaction (or the purchase is refused)
+    voucher_codes: list[VoucherCode] = Field(
+        default_factory=list, max_length=20, description="Vouchers used on this order: each is redeemed with the "
+        "purchase, or the purchase is refused and nothing is written (ignored by quotes)")
+
+    @field_validator("voucher_codes")
+    @classmethod
+    def _distinct_codes(cls, codes: list[str]) -> list[str]:
+        if len(set(codes)) != len(codes):
+            raise ValueError("each voucher at most once")
+        return codes
 
     @field_validator("paid_with_points")
     @classmethod

@@ -336,6 +336,7 @@ async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | N
             "p_expires_at": expiry.expires_at, "p_expires_on_inactivity": expiry.on_inactivity,
             "p_activity_expires_at": expiry.activity_expires_at, **evaluation.tier_change(ctx, award, qualifying),
             **evaluation.limited_rules(award),
+            "p_voucher_codes": data.voucher_codes or None,  # issue-14: redeemed with the purchase (95_rewards.sql)
         })
 
     return await evaluate_and_post(db, read, post)

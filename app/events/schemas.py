@@ -30,6 +30,12 @@ class EventType(StrEnum):
     MEMBER_CREATED = "member.created"
     MEMBER_UPDATED = "member.updated"
     MEMBER_ERASED = "member.erased"
+    REWARD_EXCHANGED = "reward.exchanged"
+    REWARD_STOCK_LOW = "reward.stock_low"
+    VOUCHER_ISSUED = "voucher.issued"
+    VOUCHER_REDEEMED = "voucher.redeemed"
+    VOUCHER_EXPIRED = "voucher.expired"
+    VOUCHER_CANCELLED = "voucher.cancelled"
     WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
 
 

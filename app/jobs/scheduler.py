@@ -103,6 +103,7 @@ def default_jobs(settings: Settings) -> list[Job]:
     from app.events.service import purge_changes
     from app.expiry.service import announce_expiring, expire_now
     from app.redemption.service import release_expired_holds
+    from app.rewards.service import expire_vouchers
     from app.tiers.service import evaluate_now
 
     async def purge(pool: asyncpg.Pool) -> int:
@@ -116,6 +117,7 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("release-pending", 30.0, activate_due_pending),
         Job("expire", 60.0, expire_now),
         Job("announce-expiring", 3600.0, announce_expiring),
+        Job("expire-vouchers", 60.0, expire_vouchers),
         Job("evaluate-tiers", 3600.0, evaluate_now),
         Job("purge-idempotency-keys", 3600.0, purge),
         Job("purge-changes", 3600.0, purge_feed),

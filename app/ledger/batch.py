@@ -33,7 +33,10 @@ from app.ledger.writes import Answer, Write, execute_alone
 log = logging.getLogger(__name__)
 
 # The write functions that lock exactly the member of their p_member_ref (and nothing of another member).
-BATCHED = frozenset({"redeem", "adjust", "purchase", "event"})
+# issue-14: `exchange` too, but only for rewards without a stock: taking a unit of stock locks the reward's row as
+# well, and two batches taking two rewards' rows in opposite orders could deadlock, so in a batch such an exchange
+# answers 'stale' before writing anything and app/rewards/service.py runs it again alone (95_rewards.sql).
+BATCHED = frozenset({"redeem", "adjust", "purchase", "event", "exchange"})
 
 
 @dataclass

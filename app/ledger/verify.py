@@ -13,7 +13,12 @@ Checks (each set-based, one statement):
 * every member's daily purchase totals (the tier metric's source) equal the sums of its purchases;
 * every entry, lot, hold, redemption, purchase, member event and balance row belongs to its member's program, and
   every posting and lot allocation to an entry (and a lot) of its program and member: these rows have no foreign
-  keys (migrations 0009 and 0011), so these checks prove the references instead.
+  keys (migrations 0009 and 0011), so these checks prove the references instead;
+* rewards (issue 14): every voucher belongs to a member and a reward of its program; its exchange entry moved exactly
+  its points from available to redeemed and consumed lots for all of them; a cancelled voucher (or an expired one its
+  reward refunds) has the refund entry that gave them back (to available as restored into lots, to expired) and no
+  other voucher has one; every exchange and exchange refund entry is some voucher's; a partner-code reward's stock
+  is its unused codes, and each of its vouchers holds exactly one code of that reward.
 """
 
 from __future__ import annotations
@@ -161,6 +166,74 @@ CHECKS: dict[str, str] = {
         FROM actual a FULL JOIN stored s ON s.member_id = a.member_id AND s.day = a.day
         WHERE a.member_id IS NULL OR s.member_id IS NULL OR a.points <> s.points
            OR a.qualifying_points <> s.qualifying_points OR a.spend <> s.spend OR a.purchases <> s.purchases
+    """,
+    # issue-14: vouchers have no foreign key to their member or reward (tables.py): prove both, in one program.
+    "voucher_reference_mismatch": """
+        SELECT v.id AS voucher_id, v.program_id, m.program_id AS member_program_id, r.program_id AS reward_program_id
+        FROM vouchers v LEFT JOIN members m ON m.id = v.member_id LEFT JOIN rewards r ON r.id = v.reward_id
+        WHERE ($1::uuid IS NULL OR v.program_id = $1)
+          AND (m.program_id IS DISTINCT FROM v.program_id OR r.program_id IS DISTINCT FROM v.program_id)
+    """,
+    # A voucher's exchange entry: available -points, redeemed +points, lots consumed for all of them. Its refund entry
+    # (cancelled, or expired with refund_on_expiry): redeemed -points, available +returned_points (restored into
+    # lots), expired +returned_expired_points; and no refund on a voucher still issued or redeemed.
+    "voucher_entry_mismatch": """
+        SELECT v.id AS voucher_id, v.status, v.points, x.kind AS exchange_kind, x.available, x.redeemed, x.allocated,
+               f.kind AS refund_kind, f.redeemed AS refund_redeemed, f.available AS refund_available,
+               f.expired AS refund_expired, f.restored AS refund_restored
+        FROM vouchers v
+        LEFT JOIN LATERAL (
+            SELECT e.kind, e.member_id, e.program_id,
+                   (SELECT coalesce(sum(p.points) FILTER (WHERE p.account = 'available'), 0) FROM postings p
+                     WHERE p.entry_id = e.id) AS available,
+                   (SELECT coalesce(sum(p.points) FILTER (WHERE p.account = 'redeemed'), 0) FROM postings p
+                     WHERE p.entry_id = e.id) AS redeemed,
+                   (SELECT coalesce(sum(a.points), 0) FROM lot_allocations a WHERE a.entry_id = e.id) AS allocated
+            FROM entries e WHERE e.id = v.entry_id
+        ) x ON true
+        LEFT JOIN LATERAL (
+            SELECT e.kind, e.member_id,
+                   (SELECT coalesce(sum(p.points) FILTER (WHERE p.account = 'redeemed'), 0) FROM postings p
+                     WHERE p.entry_id = e.id) AS redeemed,
+                   (SELECT coalesce(sum(p.points) FILTER (WHERE p.account = 'available'), 0) FROM postings p
+                     WHERE p.entry_id = e.id) AS available,
+                   (SELECT coalesce(sum(p.points) FILTER (WHERE p.account = 'expired'), 0) FROM postings p
+                     WHERE p.entry_id = e.id) AS expired,
+                   -- positive allocations of a refund entry repay a negative balance (ledger.cover_debt)
+                   (SELECT -coalesce(sum(a.points) FILTER (WHERE a.points < 0), 0) FROM lot_allocations a
+                     WHERE a.entry_id = e.id) AS restored
+            FROM entries e WHERE e.id = v.refund_entry_id
+        ) f ON true
+        WHERE ($1::uuid IS NULL OR v.program_id = $1)
+          AND (x.kind IS DISTINCT FROM 'exchange' OR x.member_id <> v.member_id OR x.program_id <> v.program_id
+               OR x.available <> -v.points OR x.redeemed <> v.points OR x.allocated <> v.points
+               OR (v.refund_entry_id IS NOT NULL) <> (v.status = 'cancelled' OR (v.status = 'expired'
+                                                                                 AND v.refund_on_expiry))
+               OR (v.refund_entry_id IS NOT NULL
+                   AND (f.kind IS DISTINCT FROM 'exchange_refund' OR f.member_id <> v.member_id
+                        OR f.redeemed <> -v.points OR f.available <> v.returned_points
+                        OR f.expired <> v.returned_expired_points OR f.restored <> v.returned_points
+                        OR v.returned_points + v.returned_expired_points <> v.points)))
+    """,
+    "exchange_entry_without_voucher": """
+        SELECT e.id AS entry_id, e.kind FROM entries e
+        LEFT JOIN (SELECT entry_id AS id FROM vouchers
+                   UNION ALL SELECT refund_entry_id FROM vouchers WHERE refund_entry_id IS NOT NULL) v ON v.id = e.id
+        WHERE ($1::uuid IS NULL OR e.program_id = $1) AND e.kind IN ('exchange', 'exchange_refund') AND v.id IS NULL
+    """,
+    "partner_code_mismatch": """
+        SELECT r.id AS reward_id, NULL::bigint AS voucher_id, r.stock, (SELECT count(*) FROM partner_codes c
+                WHERE c.reward_id = r.id AND c.voucher_id IS NULL) AS codes
+        FROM rewards r
+        WHERE ($1::uuid IS NULL OR r.program_id = $1) AND r.kind = 'partner_code'
+          AND r.stock <> (SELECT count(*) FROM partner_codes c WHERE c.reward_id = r.id AND c.voucher_id IS NULL)
+        UNION ALL
+        SELECT v.reward_id, v.id, NULL, (SELECT count(*) FROM partner_codes c
+                WHERE c.voucher_id = v.id AND c.reward_id = v.reward_id AND c.program_id = v.program_id)
+        FROM vouchers v
+        WHERE ($1::uuid IS NULL OR v.program_id = $1) AND v.kind = 'partner_code'
+          AND (SELECT count(*) FROM partner_codes c
+                WHERE c.voucher_id = v.id AND c.reward_id = v.reward_id AND c.program_id = v.program_id) <> 1
     """,
 }
 

@@ -41,11 +41,17 @@ SELECT {_COLUMNS}, (SELECT t.tier FROM member_tiers t WHERE t.member_id = member
 FROM ledger.member($1, $2) members
 """
 
-# Erase personal data, keep the member (and so its ledger) intact.
+# Erase personal data, keep the member (and so its ledger) intact. Its vouchers stay too, without the delivery
+# details of gifts (issue 14).
 ERASE = f"""
+WITH m AS (
+    SELECT m.id FROM ledger.member($1, $2) m
+), vouchers AS (
+    UPDATE vouchers SET delivery = NULL WHERE member_id = (SELECT id FROM m) AND delivery IS NOT NULL
+)
 UPDATE members SET name = NULL, email = NULL, phone = NULL, birthday = NULL, attributes = '{{}}'::jsonb,
                    updated_at = now()
-WHERE id = (SELECT m.id FROM ledger.member($1, $2) m)
+WHERE id = (SELECT id FROM m)
 RETURNING id, {_COLUMNS}
 """
 

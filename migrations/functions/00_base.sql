@@ -23,7 +23,11 @@ CREATE TYPE ledger.status AS ENUM (
     'hold_not_found', 'hold_not_open', 'hold_expired', 'capture_exceeds_hold', 'invalid_redeem_amount',
     'redemption_not_found', 'refund_exceeds_redemption',
     'purchase_not_found', 'order_already_posted', 'return_already_posted',
-    'idempotency_key_reused'
+    'idempotency_key_reused',
+    -- issue-14: rewards and vouchers (95_rewards.sql)
+    'reward_not_found', 'reward_unavailable', 'out_of_stock', 'limit_reached', 'not_eligible',
+    'voucher_not_found', 'voucher_not_issued', 'voucher_expired', 'voucher_not_applicable', 'insufficient_scope',
+    'validation_error'
 );
 
 -- What a write answers: its status; for 'ok' the HTTP status and the JSON body (text, stored as sent under

@@ -241,7 +241,8 @@ CREATE FUNCTION ledger.purchase(
     p_available_at timestamptz, p_expires_at timestamptz, p_expires_on_inactivity boolean,
     p_activity_expires_at timestamptz, p_tier text, p_tier_valid_until timestamptz, p_tier_reason text,
     p_tier_from text, p_manual_tier text, p_manual_until timestamptz, p_tier_config_version integer,
-    p_rule_ids text[] DEFAULT NULL, p_rule_personal boolean[] DEFAULT NULL)
+    p_rule_ids text[] DEFAULT NULL, p_rule_personal boolean[] DEFAULT NULL,
+    p_voucher_codes text[] DEFAULT NULL)  -- issue-14: the vouchers used on the order (canonical codes)
 RETURNS ledger.answer LANGUAGE plpgsql AS $$
 DECLARE
     a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
@@ -266,9 +267,20 @@ BEGIN
             'purchase', (SELECT j FROM ledger.purchase_json(x.id) j),
             'balance', (SELECT j FROM ledger.balance_json(x.member_id) j), 'replayed', true), true);
     END IF;
+    -- issue-14: a purchase's vouchers are redeemed with it, or it is refused and nothing is written
+    -- (95_rewards.sql). A member this purchase would enrol has no voucher: refused before the enrolment.
+    IF cardinality(p_voucher_codes) > 0 AND p_member_pk IS NULL THEN
+        RETURN ledger.use_vouchers(p_program, NULL, p_voucher_codes, p_order_id, p_purchase);
+    END IF;
     mb := ledger.earning_member(p_program, p_member_ref, p_member_pk, p_facts_version, p_enrol);
     IF mb.status <> 'ok' THEN
         RETURN ledger.refusal(mb.status);
+    END IF;
+    IF cardinality(p_voucher_codes) > 0 THEN  -- issue-14: under the member's lock (member, then its vouchers)
+        a := ledger.use_vouchers(p_program, mb.member_pk, p_voucher_codes, p_order_id, p_purchase);
+        IF a.status <> 'ok' THEN
+            RETURN a;
+        END IF;
     END IF;
     PERFORM ledger.note_activity(mb.member_pk, p_activity_expires_at);
     IF p_points > 0 THEN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -13,6 +14,7 @@ from app.api.idempotency_key import IdempotencyKey
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
+from app.api.routes.rewards import guard_lookups
 from app.earning import service
 from app.earning.schemas import (
     EarnRulesUpdate,
@@ -64,15 +66,22 @@ async def list_earn_rule_versions(principal: Reader, pool: Pool) -> EarnRuleVers
     "/purchases", status_code=201, response_model=PurchaseResult,
     responses={200: {"model": PurchaseResult, "description": "The order was posted before with this content"},
                **responses(*WRITE_ERRORS, "member_not_found", "currency_mismatch", "order_already_posted",
-                           "points_out_of_range", "member_closed")},
+                           "points_out_of_range", "member_closed", "voucher_not_found", "voucher_not_issued",
+                           "voucher_expired", "voucher_not_applicable")},
 )
 async def post_purchase(body: PurchaseCreate, principal: Earner, request: Request,
                         idempotency_key: IdempotencyKey, db: Database) -> Response:
     """Award the points of a purchase by the earn rules in force at `occurred_at`, with a breakdown per
     line and per rule. Unknown members are enrolled (program setting `enrol_on_purchase`). Points stay
-    pending for the program's `pending_days`."""
-    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: service.post_purchase(
-        db, principal, body, idempotency_key, fingerprint))
+    pending for the program's `pending_days`. `voucher_codes`: vouchers used on the order, redeemed with it (or
+    the purchase is refused and nothing is written)."""
+    def write() -> Awaitable[Response]:
+        return run_write(request, principal, idempotency_key, body, lambda fingerprint: service.post_purchase(
+            db, principal, body, idempotency_key, fingerprint))
+
+    if body.voucher_codes:  # issue-14: a key's failed lookups of voucher codes are bounded (app/rewards/codes.py)
+        return await guard_lookups(request, principal, write)
+    return await write()
 
 
 @router.post("/purchases/quote", response_model=PurchaseQuote,
