@@ -11,8 +11,9 @@ FROM member_balances b LEFT JOIN member_tiers t ON t.member_id = b.member_id
 WHERE b.member_id = ANY($1::bigint[])
 ORDER BY b.member_id
 """
-# The same, taking the members' locks (in id order) for the evaluation that saves.
-STATES = STATES_PEEK + "FOR UPDATE OF b\n"
+# The members' locks, in the service's one lock order (ledger.lock_members), before reading their states with
+# STATES_PEEK in the next statement (which then sees what their last writers committed).
+LOCK_MEMBERS = "SELECT ledger.lock_members($1::bigint[])"
 
 # Record a tier state (and its history row when p_reason is given): ledger.save_tier (70_tiers.sql).
 SAVE = """

@@ -171,8 +171,9 @@ async def evaluate_all(pool: asyncpg.Pool, as_of: datetime | None = None, batch:
                 ids = [r["id"] for r in await conn.fetch(q.MEMBER_BATCH, program_id, after, batch)]
                 if not ids:
                     break
-                states = {r["member_id"]: state_from(r)
-                          for r in await conn.fetch(q.STATES_PEEK if dry_run else q.STATES, ids)}
+                if not dry_run:
+                    await conn.execute(q.LOCK_MEMBERS, ids)
+                states = {r["member_id"]: state_from(r) for r in await conn.fetch(q.STATES_PEEK, ids)}
                 metrics = await _metrics(conn, config, ids, as_of, tz)
                 for member_id in ids:
                     before = states.get(member_id)
@@ -215,7 +216,8 @@ async def assign(conn: asyncpg.Connection, p: Principal, member_ref: str, data: 
     row = await conn.fetchrow(q.MEMBER, p.program_id, member_ref)
     if row is None:
         raise DomainError("member_not_found")
-    await conn.fetch(q.STATES, [row["id"]])  # the member's lock
+    await conn.execute(q.LOCK_MEMBERS, [row["id"]])
+    row = await conn.fetchrow(q.MEMBER, p.program_id, member_ref)  # as its last writer left it
     before = state_from(row)
     now = datetime.now(UTC)
     await conn.execute(q.SAVE, p.program_id, row["id"], data.tier, data.until, data.tier, data.until, now, None,

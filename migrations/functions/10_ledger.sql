@@ -82,6 +82,18 @@ $$;
 CREATE FUNCTION ledger.lock_member(p_member_pk bigint) RETURNS member_balances
 LANGUAGE sql AS $$ SELECT * FROM member_balances WHERE member_id = p_member_pk FOR UPDATE $$;
 
+-- Several members' locks, in THE one order of the service: by program, then by the member's reference in byte order
+-- (COLLATE "C", whatever the database's collation). Group commit's batches take theirs in the same order
+-- (app/ledger/batch.py sorts by (program, member reference)), so a job or a transfer holding several members and
+-- a batch can never wait for each other in a cycle. Anything that locks more than one member goes through here.
+CREATE FUNCTION ledger.lock_members(p_member_pks bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM member_balances b JOIN members m ON m.id = b.member_id
+      WHERE b.member_id = ANY (p_member_pks)
+      ORDER BY m.program_id, m.external_id COLLATE "C"
+        FOR UPDATE OF b;
+END $$;
+
 -- 4. THE posting primitive: one entry, its postings, and the member's balance row changed by exactly what the
 --    postings say. Every movement of points in the service is one call of this function.
 --    `p_accounts`/`p_points`: the postings (zero points are left out); they must sum to zero (the trigger above

@@ -299,7 +299,7 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    PERFORM 1 FROM member_balances WHERE member_id = ANY (v_members) ORDER BY member_id FOR UPDATE;
+    PERFORM ledger.lock_members(v_members);
     FOR x IN SELECT * FROM unnest(v_members) AS m(id) CROSS JOIN LATERAL ledger.expire_member(m.id, p_as_of) LOOP
         lots := lots + x.expired_lots;
         points := points + x.expired_points;
