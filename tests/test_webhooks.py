@@ -391,3 +391,63 @@ async def test_killing_the_service_during_deliveries_loses_nothing(tenant, datab
     for d in receiver.accepted:
         counts[d.id] = counts.get(d.id, 0) + 1
     assert sum(1 for n in counts.values() if n > 1) <= 8
+
+
+def _readme_receiver(tmp_path, secret: str, port: int):
+    """The receiver example of the README, as it is written, in its own process."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- receiver-example -->\n```python\n(.*?)```\n<!-- /receiver-example -->", readme, re.S)
+    assert code, "the README's receiver example is missing"
+    (tmp_path / "receiver.py").write_text(code.group(1))
+    env = {**os.environ, "WEBHOOK_SECRET": secret, "PORT": str(port)}
+    return subprocess.Popen([sys.executable, str(tmp_path / "receiver.py")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+async def test_the_readme_receiver_verifies_and_deduplicates(tenant, db, tmp_path, cleanup):
+    """The receiver example of the README, run as it is written, against real deliveries (one sent twice)."""
+    from tests.conftest import _free_port
+
+    port = _free_port()
+    created = await _endpoint(tenant, f"http://127.0.0.1:{port}/hooks")
+    proc = _readme_receiver(tmp_path, created["secret"], port)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:  # until it listens
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.05)
+        await tenant.member("rm-1")
+        assert (await tenant.adjust("rm-1", 25)).status_code == 201
+        feed = await _feed(tenant)
+        worker = _worker(db)
+        await worker.run_until_idle()
+        page = (await tenant.client.get(f"/v1/webhook-endpoints/{created['id']}/deliveries",
+                                        headers=tenant.headers())).json()["data"]
+        assert len(page) == len(feed) and {d["status"] for d in page} == {"delivered"}
+        assert {a["status_code"] for d in page for a in d["log"]} == {204}
+        # sent again (the same webhook-id): accepted, not processed twice
+        r = await tenant.client.post(f"/v1/webhook-endpoints/{created['id']}/deliveries/{page[0]['id']}/retry",
+                                     headers=tenant.headers())
+        assert r.status_code == 202
+        await worker.run_until_idle()
+        again = (await tenant.client.get(f"/v1/webhook-endpoints/{created['id']}/deliveries",
+                                         headers=tenant.headers())).json()["data"]
+        assert [a["status_code"] for a in again[0]["log"]] == [204, 204]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == [e["type"] for e in feed]
+    assert all(line.split()[1] == "rm-1" for line in lines)
