@@ -122,6 +122,18 @@ async def test_deliveries_are_signed_and_equal_to_the_feed(tenant, other_tenant,
     assert {e["member_id"] for e in receiver.events()} == {"wh-1"}  # never another program's
     await worker.run_until_idle()
     assert len(receiver.received) == len(feed)  # each once
+    # the other program's endpoint gets its own events only
+    async with running(Receiver()) as theirs:
+        other = await _endpoint(other_tenant, theirs.url)
+        try:
+            assert (await other_tenant.adjust("wh-other", 6)).status_code == 201
+            assert (await tenant.adjust("wh-1", 7)).status_code == 201
+            await other_tenant.settled()
+            await _drain(worker, lambda: len(theirs.accepted) >= 2)
+            await worker.run_until_idle()
+            assert {e["member_id"] for e in theirs.events()} == {"wh-other"} and len(theirs.accepted) == 2
+        finally:
+            await other_tenant.client.delete(f"/v1/webhook-endpoints/{other['id']}", headers=other_tenant.headers())
     page = (await tenant.client.get(f"/v1/webhook-endpoints/{created['id']}/deliveries",
                                     headers=tenant.headers())).json()
     assert {d["status"] for d in page["data"]} == {"delivered"}
