@@ -74,12 +74,18 @@ CATALOG: dict[str, tuple[int, str]] = {
 }
 
 
+# The fields of every problem body; the extra fields of a refusal are added beside them.
+RESERVED = frozenset({"type", "title", "status", "code", "request_id", "instance"})
+
+
 class DomainError(Exception):
     """An expected failure with a stable ``code``; ``extra`` fields are added to the problem body."""
 
     def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
         if code not in CATALOG:
             raise ValueError(f"unknown error code {code!r}")
+        if RESERVED & extra.keys():  # an extra field must never overwrite the problem's own (RFC 9457) fields
+            raise ValueError(f"problem fields {sorted(RESERVED & extra.keys())} cannot be extra fields of {code!r}")
         self.code = code
         self.status, self.title = CATALOG[code]
         self.detail = detail or self.title

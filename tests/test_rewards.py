@@ -347,7 +347,7 @@ async def test_fifty_concurrent_redeems_of_one_voucher_one_wins(tenant, db):
     assert codes == [200] + [409] * 49, codes
     winner = next(r for r in responses if r.status_code == 200).json()["voucher"]
     assert winner["status"] == "redeemed" and winner["reference"].startswith("order-")
-    assert all(r.json()["code"] == "voucher_not_issued" and r.json()["status"] == "redeemed"
+    assert all(r.json()["code"] == "voucher_not_issued" and r.json()["voucher_status"] == "redeemed"
                for r in responses if r.status_code == 409)
     assert len(await _changes(db, tenant, "voucher.redeemed")) == 1
     seen = (await tenant.client.get(f"/v1/vouchers/{code}", headers=tenant.headers())).json()
@@ -434,7 +434,7 @@ async def test_cancel_gives_points_back_with_their_original_expiry_even_expired(
     twice = await _post(tenant, f"/v1/vouchers/{code}/cancel")
     assert twice.status_code == 409 and twice.json()["code"] == "voucher_not_issued"
     redeem = await _post(tenant, f"/v1/vouchers/{code}/redeem", {"reference": "o-1"})
-    assert redeem.status_code == 409 and redeem.json()["status"] == "cancelled"
+    assert redeem.status_code == 409 and redeem.json()["voucher_status"] == "cancelled"
     assert (await tenant.client.get(f"/v1/rewards/{reward['id']}", headers=tenant.headers())).json()["stock"] == 5
     activity = (await tenant.client.get("/v1/members/can/activity", headers=tenant.headers())).json()["data"]
     assert [e["kind"] for e in activity[:2]] == ["exchange_refund", "exchange"]

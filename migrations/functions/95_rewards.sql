@@ -356,7 +356,7 @@ CREATE FUNCTION ledger.voucher_misfit(v vouchers, p_member_pk bigint, p_check_me
                                       p_total numeric, p_skus text[], p_at timestamptz)
 RETURNS TABLE (ord integer, code ledger.status, extra jsonb) LANGUAGE sql STABLE AS $$
     SELECT 1, 'voucher_not_issued'::ledger.status,
-           jsonb_build_object('voucher_code', ledger.code_text(v.code), 'status', v.status,
+           jsonb_build_object('voucher_code', ledger.code_text(v.code), 'voucher_status', v.status,
                               'detail', format('The voucher is %s.', v.status))
      WHERE v.status <> 'issued'
     UNION ALL
