@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.auth import FailedAuthLimiter, KeyCache, KeyInvalidation, RateLimiter
 from app.api.docs import install_docs
+from app.api.fast_reads import FastReads
 from app.api.problems import Problem, install_handlers
 from app.api.routes import admin, earning, events, expiry, ledger, members, programs, redemption, rewards, tiers
 from app.config import Settings, get_settings
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
+    # Inside the request context (request id, metrics, logs), in front of the router: the balance read's fast lane.
+    app.add_middleware(FastReads, state=app.state, routes=ledger.router.routes)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     _register_problem_schema(app)
     return app
