@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     webhook_disable_after_days: float = Field(
         default=5.0, gt=0, description="An endpoint with no successful delivery for this long, while failing, is "
         "disabled (and `webhook_endpoint.disabled` announced)")
+    dashboard_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30, description="A dashboard sign-in lasts this long (then sign in again); "
+        "revoking the admin key ends its sessions at once")
+    dashboard_secure_cookie: bool = Field(
+        default=False, description="Always mark the dashboard's session cookie Secure (set it when TLS ends at a "
+        "proxy in front of the service). Off: Secure when the request itself came over https")
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "

@@ -687,6 +687,8 @@ vouchers = sa.Table(
     sa.Index("ix_vouchers_issued_expiry", "expires_at",
              postgresql_where=sa.text("status = 'issued' AND expires_at IS NOT NULL")),
     sa.Index("ix_vouchers_issued_program", "program_id", "reward_id", postgresql_where=sa.text("status = 'issued'")),
+    # issue 17: the dashboard's top rewards of a period (migration 1702)
+    sa.Index(None, "program_id", "issued_at"),
 )
 
 partner_codes = sa.Table(
@@ -701,4 +703,21 @@ partner_codes = sa.Table(
     sa.UniqueConstraint("reward_id", "code"),
     sa.UniqueConstraint("voucher_id"),
     sa.Index("ix_partner_codes_unused", "reward_id", "id", postgresql_where=sa.text("voucher_id IS NULL")),
+)
+
+# issue 17: the dashboard's sign-in sessions (app/dashboard/sessions.py).
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("token_hash", sa.LargeBinary, nullable=False,
+              comment="SHA-256 of the session token; the token is only in the browser's cookie"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("key_id", pg.UUID(as_uuid=True), sa.ForeignKey("api_keys.id"), nullable=False,
+              comment="the admin key signed in with; revoked, the session ends"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("token_hash"),
+    sa.Index(None, "key_id"),
+    sa.Index(None, "expires_at"),
 )

@@ -1,0 +1,287 @@
+"""The programme dashboard: read-only HTML pages at /dashboard, rendered on the server (Jinja2, autoescaped),
+charts as inline SVG (app/dashboard/charts.py), one stylesheet served from the package. No JavaScript, nothing
+from another origin: every answer carries a Content-Security-Policy that allows only this origin's stylesheet
+and images, no script at all, and no framing.
+
+Sign-in with an admin key (app/dashboard/sessions.py). Every page reads through the same services as the API,
+scoped to the session's program: another program's member is not found. The routes are not part of the API
+and not in its OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Coroutine
+from datetime import UTC, date, datetime, time, timedelta
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.api.auth import authenticate
+from app.dashboard import charts, sessions
+from app.dashboard import queries as q
+from app.errors import DomainError
+from app.ledger import service as ledger_service
+from app.members import service as members_service
+
+CSP = ("default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
+       "connect-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+MEMBER_REF = re.compile(r"^[A-Za-z0-9._:@+\-]{1,128}$")
+MAX_FORM_BYTES = 4096
+
+env = Environment(loader=PackageLoader("app.dashboard", "templates"), autoescape=select_autoescape(default=True),
+                  trim_blocks=True, lstrip_blocks=True)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{float(value) * 100:.1f} %"
+
+
+env.filters["number"] = _number
+env.filters["percent"] = _percent
+
+
+class DashboardRoute(APIRoute):
+    """Every dashboard answer, page or redirect, carries the security headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def secured(request: Request) -> Response:
+            response = await handler(request)
+            for name, value in HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return secured
+
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=DashboardRoute)
+
+PAGES = [("health", "/dashboard", "Programme health"), ("segments", "/dashboard/segments", "Segments"),
+         ("liability", "/dashboard/liability", "Liability"), ("rewards", "/dashboard/rewards", "Top rewards"),
+         ("member", "/dashboard/members", "Member lookup")]
+
+
+def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(env.get_template(name).render(pages=PAGES, **context), status_code=status_code)
+
+
+def to_login() -> RedirectResponse:
+    return RedirectResponse("/dashboard/login", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form (no multipart), first value of each field; a body too large or not urlencoded is {}."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        return {}
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    return {k: v[0] for k, v in fields.items()}
+
+
+# --- sign-in, sign-out ---------------------------------------------------------------------------------------
+
+
+def _login_page(request: Request, status_code: int = 200, error: str | None = None,
+                notice: str | None = None) -> HTMLResponse:
+    token = sessions.new_token()
+    response = render("login.html", status_code, csrf=token, error=error, notice=notice, session=None)
+    sessions.set_cookie(request, response, sessions.SIGNIN_COOKIE, token, max_age=3600)
+    return response
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    if await sessions.load_session(request) is not None:
+        return RedirectResponse("/dashboard", status_code=303)
+    notice = "You are signed out." if request.query_params.get("signed_out") else None
+    return _login_page(request, notice=notice)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    if not sessions.same_origin(request) or not sessions.same(form.get("csrf"),
+                                                              request.cookies.get(sessions.SIGNIN_COOKIE)):
+        return _login_page(request, 403, error="The sign-in form expired or did not come from this page. "
+                                               "Please try again.")
+    key = form.get("api_key", "").strip()
+    if not key:
+        return _login_page(request, 401, error="Enter an admin API key.")
+    try:
+        # The API's own key check: the failed-auth limiter (per address and key prefix) and the key cache.
+        principal = await authenticate(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=key))
+    except DomainError as refusal:
+        if refusal.code == "authentication_rate_limited":
+            refused = _login_page(request, 429, error="Too many failed sign-ins. Wait a moment and try again.")
+            refused.headers["Retry-After"] = str(refusal.extra.get("retry_after", 1))
+            return refused
+        return _login_page(request, 401, error="This key is not valid (unknown, mistyped or revoked).")
+    if "admin" not in principal.scopes:
+        scopes = ", ".join(sorted(principal.scopes))
+        return _login_page(request, 403, error=f"This key has the scope {scopes}. Only an admin key can sign in "
+                                               "to the dashboard.")
+    token, expires_at = await sessions.open_session(request.app.state.pool, principal,
+                                                    request.app.state.settings.dashboard_session_hours)
+    response = RedirectResponse("/dashboard", status_code=303)
+    max_age = max(1, math.floor((expires_at - datetime.now(UTC)).total_seconds()))
+    sessions.set_cookie(request, response, sessions.COOKIE, token, max_age=max_age)
+    sessions.clear_cookie(request, response, sessions.SIGNIN_COOKIE)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    form = await _form(request)
+    session = await sessions.load_session(request)
+    if session is None:
+        return to_login()
+    if not sessions.same_origin(request) or not sessions.same(form.get("csrf"), session.csrf):
+        return render("error.html", 403, session=session, active=None, title="Refused",
+                      message="This form did not come from your dashboard session (CSRF check failed).")
+    await sessions.close_session(request.app.state.pool, request.cookies[sessions.COOKIE])
+    response = RedirectResponse("/dashboard/login?signed_out=1", status_code=303)
+    sessions.clear_cookie(request, response, sessions.COOKIE)
+    return response
+
+
+@router.get("/static/dashboard.css")
+async def stylesheet() -> Response:
+    css = (files("app.dashboard") / "static" / "dashboard.css").read_bytes()
+    return Response(css, media_type="text/css", headers={"Cache-Control": "private, max-age=300"})
+
+
+# --- pages ---------------------------------------------------------------------------------------------------
+
+
+async def _session_or_login(request: Request) -> sessions.Session | Response:
+    session = await sessions.load_session(request)
+    if session is None:
+        redirect = to_login()
+        if sessions.COOKIE in request.cookies:  # expired, revoked or signed out elsewhere
+            sessions.clear_cookie(request, redirect, sessions.COOKIE)
+        return redirect
+    wait = request.app.state.rate_limiter.check(session.principal.key_id)
+    if wait is not None:
+        response = render("error.html", 429, session=session, active=None, title="Slow down",
+                          message="Too many requests for this key. Wait a moment.")
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
+    return session
+
+
+def _period(request: Request, tz: ZoneInfo, default_days: int = 30) -> tuple[date, date]:
+    """``from`` and ``to`` (dates, inclusive) from the query; default: the last ``default_days`` days."""
+    today = datetime.now(tz).date()
+    try:
+        start = date.fromisoformat(request.query_params.get("from", ""))
+    except ValueError:
+        start = today - timedelta(days=default_days - 1)
+    try:
+        end = date.fromisoformat(request.query_params.get("to", ""))
+    except ValueError:
+        end = today
+    if end < start:
+        start, end = end, start
+    start = max(start, end - timedelta(days=3660))
+    return start, end
+
+
+def _instant(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tz)
+
+
+@router.get("/rewards")
+async def top_rewards(request: Request) -> Response:
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    tz = ZoneInfo(session.principal.timezone)
+    start, end = _period(request, tz)
+    rows = await request.app.state.pool.fetch(q.TOP_REWARDS, session.principal.program_id, _instant(start, tz),
+                                              _instant(end + timedelta(days=1), tz), 20)
+    chart = charts.bar_chart([(r["name"], r["exchanges"]) for r in rows], title="Exchanges by reward")
+    return render("rewards.html", session=session, active="rewards", rows=rows, start=start, end=end,
+                  chart=Markup(chart) if rows else None)
+
+
+@router.get("/members")
+async def member_lookup(request: Request) -> Response:
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    ref = request.query_params.get("member_id", "").strip()
+    context: dict[str, Any] = {"session": session, "active": "member", "member_id": ref}
+    if not ref:
+        return render("member.html", **context)
+    if not MEMBER_REF.match(ref):
+        return render("member.html", 422, error="A member id is 1 to 128 letters, digits or ._:@+-", **context)
+    pool = request.app.state.pool
+    program_id = session.principal.program_id
+    try:
+        member = await members_service.get(pool, program_id, ref)
+        balance = await ledger_service.get_balance(pool, program_id, ref)
+        activity = await ledger_service.activity_json(pool, program_id, ref, 10, None)
+    except DomainError as e:
+        if e.code != "member_not_found":
+            raise
+        return render("member.html", 404, error=f"No member {ref} in this programme.", **context)
+    entries = json.loads(activity)["data"]
+    for entry in entries:
+        entry["delta"] = sum(p["points"] for p in entry["postings"] if p["account"] == "available")
+        entry["pending_delta"] = sum(p["points"] for p in entry["postings"] if p["account"] == "pending")
+    return render("member.html", member=member, balance=balance, entries=entries, insight=None, **context)
+
+
+@router.get("")
+async def health(request: Request) -> Response:
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    return render("health.html", session=session, active="health", summary=None)
+
+
+@router.get("/segments")
+async def segments(request: Request) -> Response:
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    return render("segments.html", session=session, active="segments", segments=None)
+
+
+@router.get("/liability")
+async def liability(request: Request) -> Response:
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    return render("liability.html", session=session, active="liability", liability=None)

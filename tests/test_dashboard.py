@@ -1,0 +1,232 @@
+"""The dashboard over plain HTTP (httpx against the app, real Postgres): sign-in with an admin key only, the
+session cookie's flags, the CSRF checks of every form, logout, revocation ending sessions, the security headers,
+and pages that show this program's figures only. The browser test is tests/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from app.dashboard import sessions
+from app.dashboard.routes import CSP
+from app.programs.keys import parse_prefix
+from tests.conftest import Tenant, make_tenant
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF field in the form"
+    return m.group(1)
+
+
+def _set_cookies(r: httpx.Response) -> dict[str, str]:
+    """name -> the whole Set-Cookie header, lower-cased."""
+    return {h.split("=", 1)[0]: h.lower() for h in r.headers.get_list("set-cookie")}
+
+
+@pytest.fixture
+async def browser_client(app: Any) -> Any:
+    """A client of its own (its own cookie jar), as a browser on the service's origin."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        yield c
+
+
+async def _sign_in(c: httpx.AsyncClient, key: str) -> httpx.Response:
+    page = await c.get("/dashboard/login")
+    assert page.status_code == 200
+    return await c.post("/dashboard/login", data={"api_key": key, "csrf": _csrf(page.text)})
+
+
+async def test_the_sign_in_page_and_its_headers(browser_client):
+    r = await browser_client.get("/dashboard/login")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"] == CSP
+    assert "script-src 'none'" in CSP and "default-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-store"
+    assert "<script" not in r.text and " style=" not in r.text
+    cookie = _set_cookies(r)[sessions.SIGNIN_COOKIE]
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/dashboard" in cookie
+    assert "secure" not in cookie  # plain http: a Secure cookie would never come back
+    css = await browser_client.get("/dashboard/static/dashboard.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "@import" not in css.text and "url(" not in css.text  # nothing fetched from elsewhere
+
+
+async def test_pages_without_a_session_send_to_the_sign_in(browser_client):
+    for path in ("/dashboard", "/dashboard/segments", "/dashboard/liability", "/dashboard/rewards",
+                 "/dashboard/members?member_id=x"):
+        r = await browser_client.get(path)
+        assert (r.status_code, r.headers["location"]) == (303, "/dashboard/login"), path
+        assert r.headers["content-security-policy"] == CSP
+    forged = await browser_client.get("/dashboard", headers={"Cookie": f"{sessions.COOKIE}=made-up"})
+    assert forged.status_code == 303
+
+
+async def test_an_admin_key_signs_in_and_gets_a_strict_cookie(tenant, browser_client, db):
+    r = await _sign_in(browser_client, tenant.admin_key)
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard")
+    cookies = _set_cookies(r)
+    session = cookies[sessions.COOKIE]
+    assert "httponly" in session and "samesite=strict" in session and "path=/dashboard" in session
+    assert "max-age=" in session and "secure" not in session
+    assert "max-age=0" in cookies[sessions.SIGNIN_COOKIE] or 'expires=thu, 01 jan 1970' in cookies[
+        sessions.SIGNIN_COOKIE]
+    token = browser_client.cookies[sessions.COOKIE]
+    rows = await db.fetch("SELECT token_hash, program_id FROM dashboard_sessions WHERE token_hash = $1",
+                          sessions.token_hash(token))
+    assert [r["program_id"] for r in rows] == [tenant.program_id]  # the database holds the hash, not the token
+    assert not await db.fetchval("SELECT count(*) FROM dashboard_sessions WHERE token_hash = $1", token.encode())
+    page = await browser_client.get("/dashboard")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == CSP
+    assert "Sign out" in page.text and str(tenant.program_id) in page.text
+
+
+async def test_over_tls_the_cookies_are_secure(tenant, app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://test") as c:
+        page = await c.get("/dashboard/login")
+        assert "secure" in _set_cookies(page)[sessions.SIGNIN_COOKIE]
+        r = await c.post("/dashboard/login", data={"api_key": tenant.admin_key, "csrf": _csrf(page.text)})
+        assert r.status_code == 303
+        assert "; secure" in _set_cookies(r)[sessions.COOKIE]
+
+
+async def test_x_forwarded_proto_is_not_trusted(tenant, browser_client):
+    page = await browser_client.get("/dashboard/login", headers={"X-Forwarded-Proto": "https"})
+    assert "secure" not in _set_cookies(page)[sessions.SIGNIN_COOKIE]
+
+
+@pytest.mark.parametrize("scopes", [("read",), ("earn", "redeem", "read")])
+async def test_a_key_without_admin_cannot_sign_in(tenant, browser_client, scopes):
+    key = await tenant.key(*scopes)
+    r = await _sign_in(browser_client, key)
+    assert r.status_code == 403
+    assert "Only an admin key can sign in" in r.text
+    assert sessions.COOKIE not in _set_cookies(r)
+    assert (await browser_client.get("/dashboard")).status_code == 303
+
+
+async def test_a_wrong_key_is_refused_and_counted_by_the_failed_auth_limiter(tenant, browser_client, app):
+    limiter = app.state.failed_auth_limiter
+    wrong = tenant.admin_key[:-4] + "AAAA"
+    prefix = parse_prefix(wrong)
+    assert prefix is not None
+    before = len(limiter.prefixes)
+    r = await _sign_in(browser_client, wrong)
+    assert r.status_code == 401 and "not valid" in r.text
+    assert sessions.COOKIE not in _set_cookies(r)
+    assert len(limiter.prefixes) >= before and prefix in limiter.prefixes._items
+    r = await _sign_in(browser_client, "not a key")
+    assert r.status_code == 401
+
+
+async def test_the_sign_in_form_is_csrf_safe(tenant, browser_client):
+    page = await browser_client.get("/dashboard/login")
+    token = _csrf(page.text)
+    # no token, a token that is not the cookie's, and the right token from another site
+    for data, headers in (({"api_key": tenant.admin_key}, {}),
+                          ({"api_key": tenant.admin_key, "csrf": "x" * 43}, {}),
+                          ({"api_key": tenant.admin_key, "csrf": token}, {"Origin": "https://evil.example"}),
+                          ({"api_key": tenant.admin_key, "csrf": token}, {"Sec-Fetch-Site": "cross-site"})):
+        r = await browser_client.post("/dashboard/login", data=data, headers=headers)
+        assert r.status_code == 403, (data, headers)
+        assert sessions.COOKIE not in _set_cookies(r)
+    # a post without the sign-in cookie (a forged form: the attacker cannot set it) is refused too
+    async with httpx.AsyncClient(transport=browser_client._transport, base_url="http://test") as other:
+        r = await other.post("/dashboard/login", data={"api_key": tenant.admin_key, "csrf": token})
+        assert r.status_code == 403
+
+
+async def test_logout_needs_the_session_token_and_ends_the_session(tenant, browser_client, db):
+    await _sign_in(browser_client, tenant.admin_key)
+    page = await browser_client.get("/dashboard")
+    csrf = _csrf(page.text)
+    token = browser_client.cookies[sessions.COOKIE]
+    assert csrf == sessions.csrf_for(token) and csrf not in token
+    forged = await browser_client.post("/dashboard/logout", data={"csrf": "0" * 64})
+    assert forged.status_code == 403 and "CSRF" in forged.text
+    missing = await browser_client.post("/dashboard/logout", content=b"", headers=FORM)
+    assert missing.status_code == 403
+    cross = await browser_client.post("/dashboard/logout", data={"csrf": csrf}, headers={"Origin": "http://evil"})
+    assert cross.status_code == 403
+    assert (await browser_client.get("/dashboard")).status_code == 200  # still signed in
+    assert (await browser_client.get("/dashboard/logout")).status_code == 405  # no state change by GET
+    r = await browser_client.post("/dashboard/logout", data={"csrf": csrf},
+                                  headers={"Origin": "http://test", "Sec-Fetch-Site": "same-origin"})
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard/login?signed_out=1")
+    assert not await db.fetchval("SELECT count(*) FROM dashboard_sessions WHERE token_hash = $1",
+                                 sessions.token_hash(token))
+    browser_client.cookies.clear()
+    again = await browser_client.get("/dashboard", headers={"Cookie": f"{sessions.COOKIE}={token}"})  # replayed
+    assert again.status_code == 303
+
+
+async def test_revoking_the_key_ends_its_sessions(tenant, browser_client, db):
+    key = await tenant.key("admin")
+    await _sign_in(browser_client, key)
+    assert (await browser_client.get("/dashboard")).status_code == 200
+    listed = await tenant.client.get("/v1/api-keys", headers=tenant.headers())
+    key_id = next(k["id"] for k in listed.json()["data"] if key.startswith(f"plk_{k['prefix']}_"))
+    assert await sessions.sessions_of_key(db, uuid.UUID(key_id)) == 1
+    r = await tenant.client.delete(f"/v1/api-keys/{key_id}", headers=tenant.headers())
+    assert r.status_code == 204
+    r = await browser_client.get("/dashboard")
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard/login")
+
+
+async def test_member_lookup_shows_the_apis_figures_and_never_another_programs_member(
+        tenant: Tenant, browser_client, app, client):
+    await tenant.member("dash-1", name="Ada")
+    assert (await tenant.adjust("dash-1", 1500)).status_code == 201
+    assert (await tenant.adjust("dash-1", -200)).status_code == 201
+    other = await make_tenant(app, client)
+    await other.member("dash-other")
+    await _sign_in(browser_client, tenant.admin_key)
+    page = await browser_client.get("/dashboard/members", params={"member_id": "dash-1"})
+    assert page.status_code == 200
+    balance = await tenant.balance("dash-1")
+    assert f'id="available">{balance["available"]:,}<' in page.text
+    assert f'id="lifetime-redeemed">{balance["lifetime_redeemed"]:,}<' in page.text
+    activity = (await tenant.client.get("/v1/members/dash-1/activity", headers=tenant.headers())).json()
+    assert all(f'data-entry-id="{e["id"]}"' in page.text for e in activity["data"])
+    hidden = await browser_client.get("/dashboard/members", params={"member_id": "dash-other"})
+    assert hidden.status_code == 404 and "No member dash-other in this programme" in hidden.text
+    assert "dash-other" not in hidden.text.split('id="error"')[0].split("<main>")[1].replace(
+        'value="dash-other"', "")
+    bad = await browser_client.get("/dashboard/members", params={"member_id": "<script>"})
+    assert bad.status_code == 422 and "<script>" not in bad.text
+
+
+async def test_top_rewards_counts_the_exchanges_of_the_period(tenant: Tenant, browser_client):
+    await tenant.member("dash-r")
+    assert (await tenant.adjust("dash-r", 2000)).status_code == 201
+    ids = {}
+    for name, cost in (("Free coffee", 100), ("Tote bag", 300)):
+        r = await tenant.client.post("/v1/rewards", json={"name": name, "kind": "product", "sku": name.upper(),
+                                                          "cost_points": cost}, headers=tenant.headers())
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["id"]
+    for name, n in (("Free coffee", 3), ("Tote bag", 1)):
+        for _ in range(n):
+            r = await tenant.client.post(f"/v1/rewards/{ids[name]}/exchanges", json={"member_id": "dash-r"},
+                                         headers=tenant.headers(idem=uuid.uuid4().hex))
+            assert r.status_code == 201, r.text
+    await _sign_in(browser_client, tenant.admin_key)
+    page = await browser_client.get("/dashboard/rewards")
+    assert page.status_code == 200
+    rows = re.findall(r'<tr data-reward-id="([^"]+)">.*?data-field="exchanges">([\d,]+)<.*?data-field="points">'
+                      r"([\d,]+)<", page.text, re.S)
+    assert rows == [(ids["Free coffee"], "3", "300"), (ids["Tote bag"], "1", "300")]
+    assert "<svg" in page.text
+    past = await browser_client.get("/dashboard/rewards", params={"from": "2020-01-01", "to": "2020-01-31"})
+    assert "No reward was exchanged in this period" in past.text
+
+
+async def test_the_dashboard_is_not_in_the_api_document(app):
+    assert not [p for p in app.openapi()["paths"] if p.startswith("/dashboard")]
