@@ -230,3 +230,31 @@ async def test_top_rewards_counts_the_exchanges_of_the_period(tenant: Tenant, br
 
 async def test_the_dashboard_is_not_in_the_api_document(app):
     assert not [p for p in app.openapi()["paths"] if p.startswith("/dashboard")]
+
+
+async def test_failed_sign_ins_are_limited_like_failed_api_keys(tenant, browser_client, app):
+    from app.api.auth import FailedAuthLimiter
+
+    saved = app.state.failed_auth_limiter
+    app.state.failed_auth_limiter = FailedAuthLimiter(rate=0.001, burst=1)
+    try:
+        wrong = tenant.admin_key[:-4] + "AAAA"
+        assert (await _sign_in(browser_client, wrong)).status_code == 401
+        r = await _sign_in(browser_client, wrong)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert "Too many failed sign-ins" in r.text
+        # the limit is per address and key prefix: the right key of that prefix waits too, without a lookup
+        assert (await _sign_in(browser_client, tenant.admin_key)).status_code == 429
+    finally:
+        app.state.failed_auth_limiter = saved
+    assert (await _sign_in(browser_client, tenant.admin_key)).status_code == 303
+
+
+async def test_an_expired_session_sends_back_to_the_sign_in(tenant, browser_client, db):
+    await _sign_in(browser_client, tenant.admin_key)
+    token = browser_client.cookies[sessions.COOKIE]
+    await db.execute("UPDATE dashboard_sessions SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
+                     sessions.token_hash(token))
+    r = await browser_client.get("/dashboard")
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard/login")
+    assert 'max-age=0' in _set_cookies(r)[sessions.COOKIE] or "01 jan 1970" in _set_cookies(r)[sessions.COOKIE]
