@@ -258,3 +258,17 @@ async def test_an_expired_session_sends_back_to_the_sign_in(tenant, browser_clie
     r = await browser_client.get("/dashboard")
     assert (r.status_code, r.headers["location"]) == (303, "/dashboard/login")
     assert 'max-age=0' in _set_cookies(r)[sessions.COOKIE] or "01 jan 1970" in _set_cookies(r)[sessions.COOKIE]
+
+
+async def test_forms_with_too_many_fields_or_the_wrong_type_are_refused(tenant, browser_client):
+    page = await browser_client.get("/dashboard/login")
+    token = _csrf(page.text)
+    again = await browser_client.get("/dashboard/login")
+    assert _csrf(again.text) == token  # one token per browser: two open sign-in tabs both work
+    many = "&".join(f"f{i}=1" for i in range(50)) + f"&csrf={token}&api_key={tenant.admin_key}"
+    r = await browser_client.post("/dashboard/login", content=many.encode(), headers=FORM)
+    assert r.status_code == 403
+    r = await browser_client.post("/dashboard/login", json={"csrf": token, "api_key": tenant.admin_key})
+    assert r.status_code == 403
+    assert (await browser_client.post("/dashboard/login", data={"csrf": token, "api_key": tenant.admin_key})
+            ).status_code == 303

@@ -105,7 +105,10 @@ async def _form(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         return {}
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    except ValueError:  # more fields than any dashboard form has
+        return {}
     return {k: v[0] for k, v in fields.items()}
 
 
@@ -114,7 +117,10 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _login_page(request: Request, status_code: int = 200, error: str | None = None,
                 notice: str | None = None) -> HTMLResponse:
-    token = sessions.new_token()
+    # One double-submit token per browser: kept while its cookie lives, so two open sign-in tabs both work.
+    token = request.cookies.get(sessions.SIGNIN_COOKIE, "")
+    if not sessions.TOKEN.match(token):
+        token = sessions.new_token()
     response = render("login.html", status_code, csrf=token, error=error, notice=notice, session=None)
     sessions.set_cookie(request, response, sessions.SIGNIN_COOKIE, token, max_age=3600)
     return response

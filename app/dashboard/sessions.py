@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +69,9 @@ def csrf_for(token: str) -> str:
 
 def same(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and hmac.compare_digest(str(a).encode(), str(b).encode())
+
+
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # what new_token makes
 
 
 def new_token() -> str:
