@@ -343,3 +343,41 @@ async def test_an_erased_members_personal_data_never_appears_in_exports(tenant, 
     await _refresh(db, tenant, _now())  # and after the next refresh
     r = await tenant.client.get(f"/v1/segments/{seg}/members/export", headers=tenant.headers())
     assert "Greta" not in r.text and "greta@" not in r.text
+
+
+async def test_the_refresh_command_refreshes_one_programme_with_progress(tenant, other_tenant, database_url):
+    from tests.test_cli import _acli, _clean
+
+    await tenant.member("cli-1")
+    await _purchase(tenant, "cli-1", 2, "12.00")
+    await other_tenant.member("cli-2")
+    r = await _acli(database_url, "insight", "refresh", "--program", str(tenant.program_id), "--progress", "--json")
+    assert r.returncode == 0, r.stderr
+    _clean(r)
+    done = json.loads(r.stdout)
+    assert done["programs"] == 1 and done["members"] == 1 and done["per_program"][0]["program_id"] == str(
+        tenant.program_id)
+    assert "insight refresh" in r.stderr  # the progress bar
+    assert (await _insight(tenant, "cli-1"))["as_of"] is not None
+    r = await other_tenant.client.get("/v1/segments", headers=other_tenant.headers())
+    assert r.json()["as_of"] is None  # the other programme was left alone
+    bad = await _acli(database_url, "insight", "refresh", "--program", str(uuid.uuid4()))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_the_bench_runs_in_quick_mode(tmp_path, server_url):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DATABASE_URL": server_url}
+    r = subprocess.run([sys.executable, "-m", "bench.insight", "--quick", "--out", str(tmp_path)], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    [path] = tmp_path.glob("insight-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["results"]["first_refresh"]["members"] == 2000
+    assert doc["results"]["second_refresh"]["segment_changes"] > 0
+    assert sum(doc["segments"].values()) == 2000

@@ -37,6 +37,7 @@ from app.programs.schemas import ProgramSettings
 from app.redemption.conversion import points_value
 
 STEPS = ("facts", "median", "scores", "store")
+REFRESH_TIMEOUT_SECONDS = 3600.0
 _MAP_R = [r for r, _ in SEGMENT_MAP]
 _MAP_FM = [fm for _, fm in SEGMENT_MAP]
 _MAP_SEGMENT = [s.value for s in SEGMENT_MAP.values()]
@@ -61,30 +62,34 @@ async def refresh_program(conn: asyncpg.Connection, program_id: UUID, settings: 
                           step_done: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Refresh one programme in one transaction (the caller's): facts, median interval, scores, store."""
     window = settings.insight_window_days
+    t_out = REFRESH_TIMEOUT_SECONDS
     async with conn.transaction():
-        await conn.execute(q.LOCK_PROGRAM, program_id)
-        await conn.execute(q.DROP_TEMP)
-        await conn.execute(q.FACTS_TABLE)
-        await conn.execute(q.FACTS, program_id, as_of, window)
-        await conn.execute("ANALYZE insight_facts")
+        # A refresh of a large programme takes longer than a request may: no statement timeout here, the client
+        # waits up to an hour per step.
+        await conn.execute("SET LOCAL statement_timeout = 0", timeout=t_out)
+        await conn.execute(q.LOCK_PROGRAM, program_id, timeout=t_out)
+        await conn.execute(q.DROP_TEMP, timeout=t_out)
+        await conn.execute(q.FACTS_TABLE, timeout=t_out)
+        await conn.execute(q.FACTS, program_id, as_of, window, timeout=t_out)
+        await conn.execute("ANALYZE insight_facts", timeout=t_out)
         if step_done:
             step_done("facts")
-        median: Decimal | None = await conn.fetchval(q.MEDIAN_INTERVAL)
+        median: Decimal | None = await conn.fetchval(q.MEDIAN_INTERVAL, timeout=t_out)
         if median is not None:
             median = median.quantize(Decimal("0.01"))
         t = thresholds_for(settings, median)
         if step_done:
             step_done("median")
-        await conn.execute(q.SCORE_TABLE)
+        await conn.execute(q.SCORE_TABLE, timeout=t_out)
         await conn.execute(q.SCORE, as_of, _MAP_R, _MAP_FM, _MAP_SEGMENT, t.new_days, t.at_risk_days,
-                           t.lapsed_days)
-        await conn.execute("ANALYZE insight_new")
+                           t.lapsed_days, timeout=t_out)
+        await conn.execute("ANALYZE insight_new", timeout=t_out)
         if step_done:
             step_done("scores")
         row = await conn.fetchrow(q.STORE, program_id, as_of, window, median,
                                   {"new_days": t.new_days, "at_risk_days": t.at_risk_days,
-                                   "lapsed_days": t.lapsed_days})
-        await conn.execute(q.DROP_TEMP)
+                                   "lapsed_days": t.lapsed_days}, timeout=t_out)
+        await conn.execute(q.DROP_TEMP, timeout=t_out)
         if step_done:
             step_done("store")
     return {"program_id": str(program_id), "members": row["members"], "segment_changes": row["changed"]}
