@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     changes_retention_days: int = Field(
         default=30, ge=1, description="Days the change feed keeps an event (and webhook deliveries their log); "
         "older ones are purged hourly")
+    insight_refresh_hours: float = Field(
+        default=24.0, gt=0, description="The scheduler refreshes a programme's insight (RFM segments, lifecycle "
+        "stages) when its last refresh is older than this (checked every 10 minutes)")
     webhook_worker: bool = Field(
         default=True, description="Deliver webhooks from this process. Every process may: they claim deliveries "
         "with FOR UPDATE SKIP LOCKED, so no attempt is sent twice")

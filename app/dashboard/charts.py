@@ -53,12 +53,11 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     start = math.floor(lo / step) * step
     ticks = []
-    value = start
-    while True:
+    for k in range(count + 3):  # step >= (hi - lo) / (count - 1): at most count + 2 ticks reach hi
+        value = start + k * step
         ticks.append(round(value, 10))
-        if value >= hi - step * 1e-9:
+        if value >= hi:
             break
-        value += step
     return ticks
 
 

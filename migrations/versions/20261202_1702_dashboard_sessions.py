@@ -6,7 +6,7 @@ revoked (the lookup joins `api_keys`), so revoking the key ends its sessions at 
 And an index on vouchers (program_id, issued_at) for the dashboard's top rewards of a period.
 
 Revision ID: 1702
-Revises: 1401
+Revises: 1701
 Create Date: 2026-12-02 17:02:00
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '1702'
-down_revision: str | None = '1401'
+down_revision: str | None = '1701'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,69 @@
+"""Insight: a member's RFM scores, segment, lifecycle stage and points picture; the segments overview; a segment's
+members, paged or exported (CSV / JSON lines, streamed). Everything reads the last refresh (README "Insight")."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import MemberIdPath, Pool, Reader
+from app.api.problems import responses
+from app.api.routes.base import ApiRoute
+from app.insight import service
+from app.insight.rfm import Segment
+from app.insight.schemas import ExportFormat, MemberInsight, SegmentMemberPage, SegmentsOverview
+
+router = APIRouter(prefix="/v1", tags=["insight"], route_class=ApiRoute)
+
+_MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+_EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **responses("insufficient_scope"),
+    200: {"description": "The segment's members: CSV with a header row, or one JSON object per line. Columns: "
+          + ", ".join(service.EXPORT_COLUMNS) + ". An erased member's name, email and phone are empty.",
+          "content": {"text/csv": {"schema": {"type": "string"}},
+                      "application/x-ndjson": {"schema": {"type": "string"}}}},
+}
+
+
+@router.get("/members/{member_id}/insights", response_model=MemberInsight,
+            responses=responses("insufficient_scope", "member_not_found"))
+async def member_insights(member_id: MemberIdPath, principal: Reader, pool: Pool) -> MemberInsight:
+    """The member's recency, frequency and monetary, their 1-5 scores, segment and lifecycle stage as of the last
+    refresh (`as_of`), and the points picture now: earned vs redeemed, the balance, and its value in money at the
+    programme's conversion."""
+    return await service.member_insight(pool, principal, member_id)
+
+
+@router.get("/segments", response_model=SegmentsOverview, responses=responses("insufficient_scope"))
+async def segments(principal: Reader, pool: Pool) -> SegmentsOverview:
+    """Per RFM segment and per lifecycle stage: members, share of members, spend of the window and its share, and
+    the movement since the previous refresh (members then, moved in, moved out)."""
+    return await service.segments_overview(pool, principal)
+
+
+@router.get("/segments/{segment}/members", response_model=SegmentMemberPage,
+            responses=responses("insufficient_scope", "invalid_cursor"))
+async def segment_members(
+    segment: Segment, principal: Reader, pool: Pool,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64, description="The `next_cursor` of the previous page")] = None,
+) -> SegmentMemberPage:
+    """The segment's members as of the last refresh, a page at a time (keyset: pages stay consistent while the
+    list is read)."""
+    return await service.segment_page(pool, principal, segment, cursor, limit)
+
+
+@router.get("/segments/{segment}/members/export", response_class=StreamingResponse, response_model=None,
+            responses=_EXPORT_RESPONSES)
+async def export_segment(
+    segment: Segment, principal: Reader, pool: Pool,
+    format: Annotated[ExportFormat, Query(description="csv (with a header row) or jsonl")] = "csv",
+) -> StreamingResponse:
+    """The whole segment for a CRM campaign, streamed in constant memory (read in batches through a server-side
+    cursor, in one snapshot)."""
+    filename = f"{segment.value}.{format}"
+    return StreamingResponse(service.export_rows(pool, principal.program_id, principal.currency, segment, format),
+                             media_type=_MEDIA[format],
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,383 @@
+"""Insight (issue 17): RFM scores and segments, lifecycle stages, the refresh, the member and segment reads,
+exports. Hand-built histories with answers worked out by hand; the pure rules exhaustively and by property."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.insight import rfm
+from app.insight.rfm import SEGMENT_MAP, Segment, Stage, Thresholds, lifecycle_stage, quintile_scores, segment
+
+# --- the pure rules ------------------------------------------------------------------------------------------
+
+
+def test_the_map_covers_every_cell_and_names_all_eleven_segments():
+    assert set(SEGMENT_MAP) == {(r, fm) for r in range(1, 6) for fm in range(1, 6)}
+    assert set(SEGMENT_MAP.values()) == set(Segment)
+    assert len(Segment) == 11
+
+
+@pytest.mark.parametrize(("scores", "expected"), [
+    ((5, 5, 5), Segment.CHAMPIONS), ((5, 4, 3), Segment.CHAMPIONS), ((4, 5, 5), Segment.CHAMPIONS),
+    ((4, 4, 4), Segment.LOYAL), ((3, 5, 5), Segment.LOYAL), ((5, 2, 3), Segment.POTENTIAL_LOYALISTS),
+    ((5, 1, 1), Segment.NEW), ((4, 1, 1), Segment.PROMISING), ((3, 3, 3), Segment.NEED_ATTENTION),
+    ((3, 1, 2), Segment.ABOUT_TO_SLEEP), ((2, 3, 4), Segment.AT_RISK), ((1, 4, 4), Segment.AT_RISK),
+    ((2, 5, 5), Segment.CANNOT_LOSE), ((1, 5, 4), Segment.CANNOT_LOSE), ((2, 1, 2), Segment.HIBERNATING),
+    ((1, 3, 3), Segment.HIBERNATING), ((1, 1, 1), Segment.LOST), ((1, 2, 1), Segment.LOST),
+])
+def test_segments_of_known_scores(scores, expected):
+    assert segment(*scores) is expected
+
+
+def test_scores_out_of_range_are_refused():
+    with pytest.raises(ValueError):
+        segment(0, 3, 3)
+
+
+def test_quintiles_of_distinct_values_are_ntile():
+    assert quintile_scores([10, 20, 30, 40, 50]) == [1, 2, 3, 4, 5]
+    assert quintile_scores([10, 20, 30, 40, 50], higher_is_better=False) == [5, 4, 3, 2, 1]
+    assert quintile_scores(list(range(10))) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert quintile_scores([7, 7, 7]) == [1, 1, 1]
+    assert quintile_scores([1, 2, 2, 3, 4]) == [1, 2, 2, 4, 5]
+    assert quintile_scores([]) == []
+
+
+@given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=200), st.booleans())
+def test_quintile_scores_are_monotone_tie_stable_and_balanced(values, higher):
+    scores = quintile_scores(values, higher_is_better=higher)
+    assert all(1 <= s <= 5 for s in scores)
+    for a, sa in zip(values, scores, strict=True):
+        for b, sb in zip(values, scores, strict=True):
+            if a == b:
+                assert sa == sb
+            elif (a < b) == higher:
+                assert sa <= sb
+    # the worst value scores 1; without ties no score holds more than its fifth (rounded up)
+    worst = min(values) if higher else max(values)
+    assert scores[values.index(worst)] == 1
+    if len(set(values)) == len(values):
+        n = len(values)
+        assert all(scores.count(s) <= -(-n // 5) for s in range(1, 6))
+
+
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5))
+def test_better_recency_never_worsens_the_segment_value(r, f, m):
+    """More recent with the same F and M never moves a member from a valuable segment to a lapsed one."""
+    lapsed = {Segment.LOST, Segment.HIBERNATING}
+    if r < 5 and segment(r, f, m) not in lapsed:
+        assert segment(r + 1, f, m) not in lapsed
+
+
+T = Thresholds(new_days=30, at_risk_days=60, lapsed_days=200)
+
+
+@pytest.mark.parametrize(("facts", "expected"), [
+    ((5, None, None, None), Stage.NEW), ((30, None, None, None), Stage.LAPSED),
+    ((400, 1, 5, 1), Stage.NEW), ((400, 50, 52, 1), Stage.ACTIVE), ((400, 60, 100, 1), Stage.AT_RISK),
+    ((400, 200, 300, None), Stage.LAPSED), ((400, 1, 301, 300), Stage.REACTIVATED), ((400, 1, 301, 199), Stage.ACTIVE),
+])
+def test_lifecycle_stages_of_known_histories(facts, expected):
+    assert lifecycle_stage(T, *facts) is expected
+
+
+@given(st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 1000), st.integers(1, 500))
+def test_stage_follows_the_last_purchase(enrolled, last, extra, gap):
+    first = last + extra
+    stage = lifecycle_stage(T, enrolled, last, first, gap)
+    assert (stage is Stage.LAPSED) == (last >= T.lapsed_days)
+    assert (stage is Stage.AT_RISK) == (T.at_risk_days <= last < T.lapsed_days)
+    if last < T.at_risk_days and first >= T.new_days:
+        assert stage in (Stage.ACTIVE, Stage.REACTIVATED)
+
+
+def test_thresholds_default_to_multiples_of_the_median_interval():
+    assert rfm.thresholds(Decimal("7.5")) == Thresholds(new_days=15, at_risk_days=15, lapsed_days=30)
+    assert rfm.thresholds(None) == Thresholds(new_days=60, at_risk_days=60, lapsed_days=120)
+    assert rfm.thresholds(Decimal("0.2")) == Thresholds(new_days=1, at_risk_days=1, lapsed_days=2)
+    assert rfm.thresholds(Decimal(10), new_days=5, at_risk_days=40) == Thresholds(5, 40, 41)
+
+
+# --- through the service -------------------------------------------------------------------------------------
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _purchase(tenant, member: str, days_ago: int, amount: str) -> None:
+    r = await tenant.client.post("/v1/purchases", json={
+        "member_id": member, "order_id": uuid.uuid4().hex, "currency": "EUR", "total": amount,
+        "occurred_at": (_now() - timedelta(days=days_ago, seconds=1)).isoformat(),
+        "lines": [{"sku": "X", "quantity": 1, "unit_price": amount}]}, headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201, r.text
+
+
+async def _refresh(db, tenant, as_of: datetime):
+    from app.insight.service import refresh
+
+    return await refresh(db, as_of, tenant.program_id)
+
+
+# Five buyers with distinct recency, frequency and spend (one purchase of 100.00 a day), and one who never bought.
+HISTORY = {"ann": (1, 5), "bob": (10, 4), "cyd": (50, 3), "dan": (100, 2), "eve": (300, 1)}
+
+
+async def _build(tenant):
+    r = await tenant.client.patch("/v1/program", json={"settings": {
+        "lifecycle_new_days": 30, "lifecycle_at_risk_days": 60, "lifecycle_lapsed_days": 200}},
+        headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    for member, (last, count) in HISTORY.items():
+        await tenant.member(member, name=f"{member.title()} Example", email=f"{member}@example.com")
+        for i in range(count):
+            await _purchase(tenant, member, last + i, "100.00")
+    await tenant.member("fay", name="Fay Example")
+
+
+async def _insight(tenant, member: str) -> dict:
+    r = await tenant.client.get(f"/v1/members/{member}/insights", headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_rfm_scores_segments_and_stages_of_a_hand_built_history(tenant, db):
+    await _build(tenant)
+    before = await _insight(tenant, "ann")
+    assert before["as_of"] is None and before["segment"] is None and before["scores"] is None
+    result = await _refresh(db, tenant, _now())
+    assert result.members == 6 and result.segment_changes == 0
+
+    expected = {  # member: (recency, frequency, spend, (r, f, m), segment, stage)
+        "ann": (1, 5, "500.00", (5, 5, 5), "champions", "new"),
+        "bob": (10, 4, "400.00", (4, 4, 4), "loyal", "new"),
+        "cyd": (50, 3, "300.00", (3, 3, 3), "need_attention", "active"),
+        "dan": (100, 2, "200.00", (2, 2, 2), "hibernating", "at_risk"),
+        "eve": (300, 1, "100.00", (1, 1, 1), "lost", "lapsed"),
+    }
+    for member, (recency, frequency, spend, (r, f, m), seg, stage) in expected.items():
+        got = await _insight(tenant, member)
+        assert (got["recency_days"], got["frequency"], Decimal(got["monetary"])) == (recency, frequency, Decimal(spend))
+        assert got["scores"] == {"r": r, "f": f, "m": m}, member
+        assert (got["segment"], got["stage"]) == (seg, stage), member
+        assert got["window_days"] == 365 and got["as_of"] is not None
+    fay = await _insight(tenant, "fay")
+    assert (fay["segment"], fay["scores"], fay["stage"], fay["recency_days"], fay["frequency"]) == (
+        None, None, "new", None, 0)
+
+
+async def test_points_picture_and_money(tenant):
+    await tenant.member("pp")
+    await tenant.adjust("pp", 1234)
+    r = await tenant.client.post("/v1/redemptions", json={"member_id": "pp", "points": 234},
+                                 headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201, r.text
+    got = await _insight(tenant, "pp")
+    p = got["points"]
+    assert (p["earned"], p["redeemed"], p["available"], p["outstanding"]) == (1234, 234, 1000, 1000)
+    assert (p["available_value"], p["outstanding_value"], p["currency"]) == ("10.00", "10.00", "EUR")
+
+
+async def test_a_second_refresh_measures_movement_and_announces_segment_changes(tenant, db):
+    await _build(tenant)
+    await _refresh(db, tenant, _now())
+    await _purchase(tenant, "eve", 0, "1000.00")  # eve comes back and spends the most
+    result = await _refresh(db, tenant, _now() + timedelta(days=1))
+    # recency: eve 5, ann 4, bob 3, cyd 2, dan 1; frequency: ann 5, bob 4, cyd 3, and dan and eve, tied at the
+    # lowest rank, 1; monetary: eve 5, ann 4, bob 3, cyd 2, dan 1. Eve: R 5, FM (1 + 5) / 2 = 3.
+    want = {"ann": ((4, 5, 4), "champions"), "bob": ((3, 4, 3), "loyal"), "cyd": ((2, 3, 2), "at_risk"),
+            "dan": ((1, 1, 1), "lost"), "eve": ((5, 1, 5), "potential_loyalists")}
+    for member, ((r, f, m), seg) in want.items():
+        got = await _insight(tenant, member)
+        assert (got["scores"], got["segment"]) == ({"r": r, "f": f, "m": m}, seg), member
+    eve = await _insight(tenant, "eve")
+    assert eve["stage"] == "reactivated" and eve["recency_days"] == 1
+    assert result.segment_changes == 3  # cyd, dan, eve
+
+    overview = (await tenant.client.get("/v1/segments", headers=tenant.headers())).json()
+    seg = {s["segment"]: s for s in overview["segments"]}
+    assert seg["champions"]["members"] == 1 and seg["champions"]["previous_members"] == 1
+    assert seg["champions"]["moved_in"] == 0 and seg["champions"]["moved_out"] == 0
+    assert seg["potential_loyalists"]["members"] == 1 and seg["potential_loyalists"]["moved_in"] == 1
+    assert seg["lost"] == {**seg["lost"], "members": 1, "previous_members": 1, "moved_in": 1, "moved_out": 1}
+    assert seg["need_attention"]["moved_out"] == 1 and seg["need_attention"]["members"] == 0
+    assert seg[None]["members"] == 1  # fay, unscored
+    assert overview["members"] == 6 and overview["spend"] == "2500.00"
+    assert seg["potential_loyalists"]["spend"] == "1100.00" and seg["potential_loyalists"]["share_of_spend"] == "0.4400"
+    assert sum(s["members"] for s in overview["segments"]) == 6
+    assert sum(s["members"] for s in overview["stages"]) == 6
+    assert overview["thresholds"] == {"new_days": 30, "at_risk_days": 60, "lapsed_days": 200}
+    stages = {s["stage"]: s for s in overview["stages"]}
+    assert stages["reactivated"]["members"] == 1 and stages["reactivated"]["moved_in"] == 1
+
+    await tenant.settled()
+    r = await tenant.client.get("/v1/changes", params={"types": "member.segment_changed", "limit": 100},
+                                headers=tenant.headers())
+    events = r.json()["data"]
+    moved = {e["member_id"]: e["data"] for e in events}
+    assert set(moved) == {"cyd", "dan", "eve"}
+    assert moved["eve"]["previous_segment"] == "lost" and moved["eve"]["segment"] == "potential_loyalists"
+    assert moved["eve"]["stage"] == "reactivated" and moved["eve"]["previous_stage"] == "lapsed"
+    assert "name" not in json.dumps(events) or all("Example" not in json.dumps(e) for e in events)
+    assert (await tenant.verify())["ok"]
+
+
+async def test_sql_rules_agree_with_the_pure_rules(tenant, db):
+    """Random-ish histories: the refresh's scores and segments equal the pure functions over the same facts."""
+    import random
+
+    rng = random.Random(17)
+    for n in range(12):
+        member = f"m{n}"
+        await tenant.member(member)
+        for _ in range(rng.randint(1, 4)):
+            await _purchase(tenant, member, rng.choice([1, 3, 3, 20, 90, 200]), rng.choice(["10.00", "25.00", "40.00"]))
+    await _refresh(db, tenant, _now())
+    got = {f"m{n}": await _insight(tenant, f"m{n}") for n in range(12)}
+    members = sorted(got)
+    r = quintile_scores([got[m]["recency_days"] for m in members], higher_is_better=False)
+    f = quintile_scores([got[m]["frequency"] for m in members])
+    mo = quintile_scores([Decimal(got[m]["monetary"]) for m in members])
+    for i, m in enumerate(members):
+        assert got[m]["scores"] == {"r": r[i], "f": f[i], "m": mo[i]}, m
+        assert got[m]["segment"] == segment(r[i], f[i], mo[i]).value
+    overview = (await tenant.client.get("/v1/segments", headers=tenant.headers())).json()
+    t = Thresholds(**overview["thresholds"])
+    assert Decimal(overview["median_interval_days"]) >= 0
+    for m in members:
+        g = got[m]
+        first = (_now().date() - datetime.fromisoformat(g["first_purchase_on"]).date()).days
+        # gap before the last purchase day: from the purchase days of the member (recomputed here)
+        days = sorted({row["day"] for row in await db.fetch(
+            "SELECT d.day FROM member_purchase_days d JOIN members x ON x.id = d.member_id "
+            "WHERE x.program_id = $1 AND x.external_id = $2", tenant.program_id, m)})
+        gap = (days[-1] - days[-2]).days if len(days) > 1 else None
+        assert g["stage"] == lifecycle_stage(t, 0, g["recency_days"], first, gap).value, m
+
+
+async def test_segment_pages_and_exports(tenant, db, other_tenant):
+    for n in range(5):
+        await tenant.member(f"c{n}", name=f"=HYPERLINK(\"x\") {n}", email=f"c{n}@example.com")
+        await _purchase(tenant, f"c{n}", 1, "50.00")  # all tied: every score 1, R... all equal: lost
+    await other_tenant.member("c0", name="Other")
+    await _purchase(other_tenant, "c0", 1, "50.00")
+    await _refresh(db, tenant, _now())
+    await _refresh(db, other_tenant, _now())
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        r = await tenant.client.get("/v1/segments/lost/members", params=params, headers=tenant.headers())
+        assert r.status_code == 200, r.text
+        page = r.json()
+        seen += [m["member_id"] for m in page["data"]]
+        assert len(page["data"]) <= 2
+        if not page["has_more"]:
+            assert page["next_cursor"] is None
+            break
+        cursor = page["next_cursor"]
+    assert sorted(seen) == [f"c{n}" for n in range(5)] and len(seen) == 5
+    r = await tenant.client.get("/v1/segments/lost/members", params={"cursor": "mbr_nonsense"},
+                                headers=tenant.headers())
+    assert r.status_code == 422 and r.json()["code"] == "invalid_cursor"
+
+    r = await tenant.client.get("/v1/segments/lost/members/export", params={"format": "csv"}, headers=tenant.headers())
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert sorted(row["member_id"] for row in rows) == seen
+    assert all(row["name"].startswith("'=") for row in rows)  # a spreadsheet would not run it as a formula
+    r = await tenant.client.get("/v1/segments/lost/members/export", params={"format": "jsonl"},
+                                headers=tenant.headers())
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert sorted(x["member_id"] for x in lines) == seen and lines[0]["monetary"] == "50.00"
+    r = await tenant.client.get("/v1/segments/nobody/members", headers=tenant.headers())
+    assert r.status_code == 422
+
+
+async def test_another_programmes_members_never_appear(tenant, other_tenant, db):
+    await other_tenant.member("theirs", email="theirs@example.com")
+    await _purchase(other_tenant, "theirs", 2, "80.00")
+    await tenant.member("ours")
+    await _purchase(tenant, "ours", 2, "20.00")
+    await _refresh(db, other_tenant, _now())
+    await _refresh(db, tenant, _now())
+    r = await tenant.client.get("/v1/members/theirs/insights", headers=tenant.headers())
+    assert r.status_code == 404 and r.json()["code"] == "member_not_found"
+    overview = (await tenant.client.get("/v1/segments", headers=tenant.headers())).json()
+    assert overview["members"] == 1 and overview["spend"] == "20.00"
+    for s in Segment:
+        page = (await tenant.client.get(f"/v1/segments/{s.value}/members", headers=tenant.headers())).json()
+        assert "theirs" not in [m["member_id"] for m in page["data"]]
+        export = await tenant.client.get(f"/v1/segments/{s.value}/members/export", params={"format": "jsonl"},
+                                         headers=tenant.headers())
+        assert "theirs" not in export.text
+    read = await tenant.key("read")
+    r = await tenant.client.get("/v1/members/ours/insights", headers=tenant.headers(read))
+    assert r.status_code == 200
+    earn = await tenant.key("earn")
+    r = await tenant.client.get("/v1/segments", headers=tenant.headers(earn))
+    assert r.status_code == 403
+
+
+async def test_an_erased_members_personal_data_never_appears_in_exports(tenant, db):
+    await tenant.member("gone", name="Greta Gone", email="greta@example.com", phone="+49301234567")
+    await tenant.member("kept", name="Karl Kept", email="karl@example.com")
+    for m in ("gone", "kept"):
+        await _purchase(tenant, m, 3, "30.00")
+    await _refresh(db, tenant, _now())
+    r = await tenant.client.delete("/v1/members/gone/personal-data", headers=tenant.headers())
+    assert r.status_code == 200
+    seg = (await _insight(tenant, "gone"))["segment"]
+    for fmt in ("csv", "jsonl"):
+        r = await tenant.client.get(f"/v1/segments/{seg}/members/export", params={"format": fmt},
+                                    headers=tenant.headers())
+        assert "gone" in r.text and "karl@example.com" in r.text
+        assert "Greta" not in r.text and "greta@" not in r.text and "1234567" not in r.text
+    await _refresh(db, tenant, _now())  # and after the next refresh
+    r = await tenant.client.get(f"/v1/segments/{seg}/members/export", headers=tenant.headers())
+    assert "Greta" not in r.text and "greta@" not in r.text
+
+
+async def test_the_refresh_command_refreshes_one_programme_with_progress(tenant, other_tenant, database_url):
+    from tests.test_cli import _acli, _clean
+
+    await tenant.member("cli-1")
+    await _purchase(tenant, "cli-1", 2, "12.00")
+    await other_tenant.member("cli-2")
+    r = await _acli(database_url, "insight", "refresh", "--program", str(tenant.program_id), "--progress", "--json")
+    assert r.returncode == 0, r.stderr
+    _clean(r)
+    done = json.loads(r.stdout)
+    assert done["programs"] == 1 and done["members"] == 1 and done["per_program"][0]["program_id"] == str(
+        tenant.program_id)
+    assert "insight refresh" in r.stderr  # the progress bar
+    assert (await _insight(tenant, "cli-1"))["as_of"] is not None
+    r = await other_tenant.client.get("/v1/segments", headers=other_tenant.headers())
+    assert r.json()["as_of"] is None  # the other programme was left alone
+    bad = await _acli(database_url, "insight", "refresh", "--program", str(uuid.uuid4()))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_the_bench_runs_in_quick_mode(tmp_path, server_url):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DATABASE_URL": server_url}
+    r = subprocess.run([sys.executable, "-m", "bench.insight", "--quick", "--out", str(tmp_path)], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    [path] = tmp_path.glob("insight-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["results"]["first_refresh"]["members"] == 2000
+    assert doc["results"]["second_refresh"]["segment_changes"] > 0
+    assert sum(doc["segments"].values()) == 2000
