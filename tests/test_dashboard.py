@@ -272,3 +272,62 @@ async def test_forms_with_too_many_fields_or_the_wrong_type_are_refused(tenant, 
     assert r.status_code == 403
     assert (await browser_client.post("/dashboard/login", data={"csrf": token, "api_key": tenant.admin_key})
             ).status_code == 303
+
+
+async def _purchase(tenant: Tenant, member: str, days_ago: int, amount: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    r = await tenant.client.post("/v1/purchases", json={
+        "member_id": member, "order_id": uuid.uuid4().hex, "currency": "EUR", "total": amount,
+        "occurred_at": (datetime.now(UTC) - timedelta(days=days_ago, seconds=1)).isoformat(),
+        "lines": [{"sku": "X", "quantity": 1, "unit_price": amount}]}, headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201, r.text
+
+
+def _cells(html: str, key: str) -> dict[str, dict[str, str]]:
+    """The segments (or stages) table of the page: name -> {field: text}."""
+    table = html.split(f'<table id="{key}s">')[1].split("</table>")[0]
+    out = {}
+    for name, row in re.findall(rf'<tr data-{key}="([^"]+)">(.*?)</tr>', table, re.S):
+        out[name] = dict(re.findall(r'data-field="(\w+)">([^<]*)<', row))
+    return out
+
+
+async def test_segments_and_the_members_insight_are_the_apis(tenant: Tenant, browser_client, db, other_tenant):
+    from datetime import UTC, datetime
+
+    from app.insight.service import refresh
+
+    await _sign_in(browser_client, tenant.admin_key)
+    page = await browser_client.get("/dashboard/segments")
+    assert page.status_code == 200 and 'id="not-refreshed"' in page.text
+    for member, (last, count) in {"s-ann": (1, 5), "s-bob": (10, 4), "s-cyd": (50, 3), "s-dan": (100, 2),
+                                  "s-eve": (300, 1)}.items():
+        await tenant.member(member)
+        for i in range(count):
+            await _purchase(tenant, member, last + i, "100.00")
+    await tenant.member("s-fay")
+    await other_tenant.member("s-other")
+    await _purchase(other_tenant, "s-other", 1, "999.00")
+    await refresh(db, datetime.now(UTC), tenant.program_id)
+    await _purchase(tenant, "s-eve", 0, "50.00")  # eve comes back: she moves at the next refresh
+    await refresh(db, datetime.now(UTC), tenant.program_id)
+    await refresh(db, datetime.now(UTC), other_tenant.program_id)
+
+    api = (await tenant.client.get("/v1/segments", headers=tenant.headers())).json()
+    page = await browser_client.get("/dashboard/segments")
+    assert page.status_code == 200 and "<svg" in page.text
+    for key in ("segment", "stage"):
+        shown = _cells(page.text, key)
+        expected = {(g[key] or "unscored"): {"members": f"{g['members']:,}", "spend": g["spend"],
+                                             "moved_in": f"{g['moved_in']:,}", "moved_out": f"{g['moved_out']:,}"}
+                    for g in api[f"{key}s"]}
+        assert shown == expected, key
+    assert sum(int(c["members"]) for c in _cells(page.text, "segment").values()) == 6  # not the other programme's
+    assert sum(g["moved_in"] for g in api["segments"]) >= 1
+
+    insight = (await tenant.client.get("/v1/members/s-ann/insights", headers=tenant.headers())).json()
+    member = await browser_client.get("/dashboard/members", params={"member_id": "s-ann"})
+    assert f'id="segment">{insight["segment"].replace("_", " ")}<' in member.text
+    assert f'id="stage">{insight["stage"].replace("_", " ")}<' in member.text
+    assert f'id="outstanding-value">{insight["points"]["outstanding_value"]} EUR<' in member.text

@@ -31,6 +31,7 @@ from app.api.auth import authenticate
 from app.dashboard import charts, sessions
 from app.dashboard import queries as q
 from app.errors import DomainError
+from app.insight import service as insight_service
 from app.ledger import service as ledger_service
 from app.members import service as members_service
 
@@ -266,7 +267,8 @@ async def member_lookup(request: Request) -> Response:
     for entry in entries:
         entry["delta"] = sum(p["points"] for p in entry["postings"] if p["account"] == "available")
         entry["pending_delta"] = sum(p["points"] for p in entry["postings"] if p["account"] == "pending")
-    return render("member.html", member=member, balance=balance, entries=entries, insight=None, **context)
+    insight = await insight_service.member_insight(pool, session.principal, ref)
+    return render("member.html", member=member, balance=balance, entries=entries, insight=insight, **context)
 
 
 @router.get("")
@@ -277,12 +279,25 @@ async def health(request: Request) -> Response:
     return render("health.html", session=session, active="health", summary=None)
 
 
+def _group_name(value: Any) -> str:
+    return "unscored" if value is None else str(getattr(value, "value", value)).replace("_", " ")
+
+
 @router.get("/segments")
 async def segments(request: Request) -> Response:
     session = await _session_or_login(request)
     if isinstance(session, Response):
         return session
-    return render("segments.html", session=session, active="segments", segments=None)
+    overview = await insight_service.segments_overview(request.app.state.pool, session.principal)
+    size_chart = move_chart = None
+    if overview.as_of is not None:
+        size_chart = Markup(charts.bar_chart([(_group_name(g.segment), g.members) for g in overview.segments],
+                                             title="Members per RFM segment"))
+        move_chart = Markup(charts.bar_chart(
+            [(_group_name(g.segment), g.moved_in - g.moved_out) for g in overview.segments],
+            title="Net movement per RFM segment since the previous refresh"))
+    return render("segments.html", session=session, active="segments", overview=overview, size_chart=size_chart,
+                  move_chart=move_chart)
 
 
 @router.get("/liability")
