@@ -324,6 +324,8 @@ async def test_another_programmes_members_never_appear(tenant, other_tenant, db)
     earn = await tenant.key("earn")
     r = await tenant.client.get("/v1/segments", headers=tenant.headers(earn))
     assert r.status_code == 403
+    r = await tenant.client.get("/v1/segments/lost/members/export", headers=tenant.headers(read))
+    assert r.status_code == 403  # contact details of the whole programme: admin only
 
 
 async def test_an_erased_members_personal_data_never_appears_in_exports(tenant, db):
@@ -381,3 +383,165 @@ def test_the_bench_runs_in_quick_mode(tmp_path, server_url):
     assert doc["results"]["first_refresh"]["members"] == 2000
     assert doc["results"]["second_refresh"]["segment_changes"] > 0
     assert sum(doc["segments"].values()) == 2000
+
+
+# --- programme health: the summary against the raw ledger ------------------------------------------------------
+
+
+async def _history(tenant, db, seed: int) -> None:
+    """A random history over the last 120 days: purchases, credits (some expiring), debits, redemptions, the sweep."""
+    import random
+
+    from app.expiry.service import expire_due
+
+    rng = random.Random(seed)
+    r = await tenant.client.patch("/v1/program", json={"settings": {"lifecycle_lapsed_days": rng.choice([10, 20, 45])}},
+                                  headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    members = [f"h{seed}-{i}" for i in range(rng.randint(3, 7))]
+    for m in members:
+        await tenant.member(m)
+    for _ in range(rng.randint(10, 25)):
+        m, days = rng.choice(members), rng.randint(0, 120)
+        kind = rng.random()
+        if kind < 0.5:
+            await _purchase(tenant, m, days, f"{rng.randint(1, 90)}.{rng.randint(0, 99):02d}")
+        elif kind < 0.8:
+            at = _now() - timedelta(days=days, hours=1)
+            extra = {"occurred_at": at.isoformat()}
+            if rng.random() < 0.5:
+                extra["expires_at"] = (at + timedelta(days=rng.randint(1, 30))).isoformat()
+            r = await tenant.adjust(m, rng.randint(1, 500), **extra)
+            assert r.status_code == 201, r.text
+        else:
+            bal = await tenant.balance(m)
+            if bal["available"] > 0:
+                r = await tenant.client.post("/v1/redemptions", json={
+                    "member_id": m, "points": rng.randint(1, bal["available"])},
+                    headers=tenant.headers(idem=uuid.uuid4().hex))
+                assert r.status_code == 201, r.text
+    await expire_due(db, _now(), 500, program_id=tenant.program_id)
+
+
+def _recompute(rows_postings, purchases, members, balances, start, end, granularity, lapsed_days, today):
+    """The summary's definitions, applied to the raw rows in Python."""
+    from datetime import date as date_
+
+    def bucket_starts():
+        if granularity == "day":
+            d = start
+        elif granularity == "week":
+            d = start - timedelta(days=start.weekday())
+        else:
+            d = date_(start.year, start.month, 1)
+        while d < end:
+            if granularity == "day":
+                nxt = d + timedelta(days=1)
+            elif granularity == "week":
+                nxt = d + timedelta(days=7)
+            else:
+                nxt = date_(d.year + (d.month == 12), d.month % 12 + 1, 1)
+            yield max(d, start), min(nxt, end)
+            d = nxt
+
+    by_member_days: dict[int, dict] = {}
+    for p in purchases:
+        day = p["occurred_at"].astimezone(UTC).date()
+        by_member_days.setdefault(p["member_id"], {}).setdefault(day, [0, Decimal(0)])
+        by_member_days[p["member_id"]][day][0] += 1
+        by_member_days[p["member_id"]][day][1] += p["eligible_amount"]
+    out = []
+    for b0, b1 in bucket_starts():
+        def in_b(d, b0=b0, b1=b1):
+            return b0 <= d < b1
+
+        active = {m for m, ds in by_member_days.items() if any(in_b(d) for d in ds)}
+        repeat = {m for m in active if sum(n for d, (n, _) in by_member_days[m].items() if d < b1) >= 2}
+        lapsed = 0
+        for ds in by_member_days.values():
+            days = sorted(ds)
+            for i, d in enumerate(days):
+                nxt = days[i + 1] if i + 1 < len(days) else None
+                lapse = d + timedelta(days=lapsed_days)
+                if (nxt is None or nxt > lapse) and lapse <= today and in_b(lapse):
+                    lapsed += 1
+
+        def pts(accounts, until=None, b0=b0, b1=b1):
+            return sum(p["points"] for p in rows_postings if p["account"] in accounts and (
+                p["day"] < until if until else b0 <= p["day"] < b1))
+
+        issued_td = -pts(("issued", "adjustments"), until=b1)
+        out.append({
+            "start": b0.isoformat(), "end": b1.isoformat(),
+            "members": {"new": sum(1 for c in members if in_b(c)), "active": len(active), "lapsed": lapsed,
+                        "repeat": len(repeat)},
+            "purchases": sum(n for ds in by_member_days.values() for d, (n, _) in ds.items() if in_b(d)),
+            "spend": sum((s for ds in by_member_days.values() for d, (_, s) in ds.items() if in_b(d)), Decimal(0)),
+            "issued": -pts(("issued", "adjustments")), "redeemed": pts(("redeemed",)), "expired": pts(("expired",)),
+            "outstanding": pts(("available", "pending", "held"), until=b1),
+            "issued_to_date": issued_td, "redeemed_to_date": pts(("redeemed",), until=b1),
+            "expired_to_date": pts(("expired",), until=b1),
+        })
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("granularity", ["day", "week", "month"])
+async def test_the_summary_equals_the_raw_ledger(tenant, db, seed, granularity):
+    from app.insight.health import share
+
+    await _history(tenant, db, seed)
+    today = _now().date()
+    start, end = today - timedelta(days=125), today + timedelta(days=1)
+    r = await tenant.client.get("/v1/analytics/summary", params={
+        "from": start.isoformat(), "to": end.isoformat(), "granularity": granularity}, headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    got = r.json()
+    postings = [dict(x) for x in await db.fetch(
+        "SELECT p.account, p.points, (e.occurred_at AT TIME ZONE 'UTC')::date AS day FROM postings p "
+        "JOIN entries e ON e.id = p.entry_id WHERE p.program_id = $1", tenant.program_id)]
+    purchases = await db.fetch("SELECT member_id, occurred_at, eligible_amount FROM purchases WHERE program_id = $1",
+                               tenant.program_id)
+    members = [x["d"] for x in await db.fetch(
+        "SELECT (created_at AT TIME ZONE 'UTC')::date AS d FROM members WHERE program_id = $1", tenant.program_id)]
+    balances = await db.fetchval("SELECT sum(available + pending + held) FROM member_balances WHERE program_id = $1",
+                                 tenant.program_id)
+    want = _recompute(postings, purchases, members, balances, start, end, granularity, got["lapsed_days"], today)
+    assert len(got["periods"]) == len(want)
+    assert got["lapsed_days"] in (10, 20, 45)
+    for g, w in zip(got["periods"], want, strict=True):
+        assert (g["start"], g["end"]) == (w["start"], w["end"])
+        assert g["members"] == w["members"], g["start"]
+        assert (g["purchases"], Decimal(g["spend"])) == (w["purchases"], w["spend"]), g["start"]
+        p = g["points"]
+        assert (p["issued"], p["redeemed"], p["expired"], p["outstanding"]) == (
+            w["issued"], w["redeemed"], w["expired"], w["outstanding"]), g["start"]
+        assert g["redemption_rate"] == str(share(w["redeemed_to_date"], w["issued_to_date"]))
+        assert g["breakage_rate"] == str(share(w["expired_to_date"], w["issued_to_date"]))
+        assert g["repeat_purchase_rate"] == str(share(w["members"]["repeat"], w["members"]["active"]))
+    # the liability at the end is the members' balances, in points and in money (100 points = 1.00 EUR)
+    last = got["periods"][-1]["points"]
+    assert last["outstanding"] == balances
+    assert Decimal(last["outstanding_value"]) == (Decimal(balances) / 100).quantize(Decimal("0.01"),
+                                                                                    rounding="ROUND_DOWN")
+    # cohorts: everyone enrolled today
+    assert [c["cohort"] for c in got["cohorts"]] == [today.strftime("%Y-%m")]
+    cohort = got["cohorts"][0]
+    assert cohort["members"] == len(members)
+    buyers_this_month = {p["member_id"] for p in purchases
+                         if p["occurred_at"].astimezone(UTC).strftime("%Y-%m") == today.strftime("%Y-%m")}
+    assert cohort["active"] == [len(buyers_this_month)]
+
+
+async def test_summary_bounds_and_scope(tenant):
+    r = await tenant.client.get("/v1/analytics/summary", params={"from": "2026-01-02", "to": "2026-01-01"},
+                                headers=tenant.headers())
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    r = await tenant.client.get("/v1/analytics/summary", params={"from": "2000-01-01", "to": "2026-01-01"},
+                                headers=tenant.headers())
+    assert r.status_code == 422
+    read = await tenant.key("read")
+    r = await tenant.client.get("/v1/analytics/summary", headers=tenant.headers(read))
+    assert r.status_code == 403
+    r = await tenant.client.get("/v1/analytics/summary", params={"granularity": "month"}, headers=tenant.headers())
+    assert r.status_code == 200 and r.json()["periods"][-1]["points"]["outstanding"] == 0

@@ -131,3 +131,89 @@ SELECT m.external_id AS member_id, m.name, m.email, m.phone, i.segment, i.stage,
 # Cursors: opaque (ledger.public_id of the member row), never a row id in the clear.
 CURSOR_OUT = "SELECT ledger.public_id('mbr', $1::bigint)"
 CURSOR_IN = "SELECT ledger.row_id('mbr', $1)"
+
+
+# --- programme health (GET /v1/analytics/summary) ------------------------------------------------------------
+# Buckets: UTC days, ISO weeks (from Monday) or calendar months, from $2 (a date, included) to $3 (excluded), cut to
+# that range; $4 the granularity. Everything is dated by business time: purchases by their UTC day (the daily
+# totals), ledger entries by occurred_at. $5: lapsed_days (a member lapses on the day lapsed_days after a purchase
+# day not followed by another purchase within lapsed_days). $6: the day after which nothing has happened yet
+# (today), so no lapse is counted before it happens.
+SUMMARY = """
+WITH buckets AS (
+    SELECT greatest(b::date, $2::date) AS start, least((b + ('1 ' || $4)::interval)::date, $3::date) AS stop
+      FROM generate_series(date_trunc($4, $2::date::timestamp), ($3::date - 1)::timestamp, ('1 ' || $4)::interval) b
+), days AS (
+    SELECT d.member_id, d.day, d.purchases, d.spend,
+           lead(d.day) OVER w AS next_day,
+           sum(d.purchases) OVER w AS purchases_so_far
+      FROM member_purchase_days d JOIN members m ON m.id = d.member_id
+     WHERE m.program_id = $1 AND d.day < $3::date
+    WINDOW w AS (PARTITION BY d.member_id ORDER BY d.day)
+), repeaters AS (  -- the day each member's purchases reached two
+    SELECT member_id, min(day) AS second_on FROM days WHERE purchases_so_far >= 2 GROUP BY member_id
+), lapses AS (
+    SELECT member_id, day + $5::integer AS lapsed_on FROM days
+     WHERE (next_day IS NULL OR next_day > day + $5::integer) AND day + $5::integer <= $6::date
+), enrolled AS (
+    SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day FROM members m
+     WHERE m.program_id = $1 AND m.created_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+), points AS (
+    SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
+           -sum(p.points) FILTER (WHERE p.account IN ('issued', 'adjustments')) AS issued,
+           sum(p.points) FILTER (WHERE p.account = 'redeemed') AS redeemed,
+           sum(p.points) FILTER (WHERE p.account = 'expired') AS expired
+      FROM postings p JOIN entries e ON e.id = p.entry_id
+     WHERE p.program_id = $1 AND e.occurred_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+       AND p.account IN ('issued', 'adjustments', 'redeemed', 'expired')
+     GROUP BY 1
+), before AS (
+    SELECT coalesce(sum(issued), 0) AS issued, coalesce(sum(redeemed), 0) AS redeemed,
+           coalesce(sum(expired), 0) AS expired
+      FROM points WHERE day < $2::date
+)
+SELECT b.start, b.stop,
+       (SELECT count(*) FROM enrolled x WHERE x.day >= b.start AND x.day < b.stop) AS new_members,
+       (SELECT count(DISTINCT d.member_id) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS active_members,
+       (SELECT count(DISTINCT d.member_id) FROM days d JOIN repeaters r USING (member_id)
+         WHERE d.day >= b.start AND d.day < b.stop AND r.second_on < b.stop) AS repeat_members,
+       (SELECT count(*) FROM lapses l WHERE l.lapsed_on >= b.start AND l.lapsed_on < b.stop) AS lapsed_members,
+       (SELECT coalesce(sum(d.purchases), 0) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS purchases,
+       (SELECT coalesce(sum(d.spend), 0) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS spend,
+       coalesce(p.issued, 0) AS issued, coalesce(p.redeemed, 0) AS redeemed, coalesce(p.expired, 0) AS expired,
+       (SELECT issued FROM before) + sum(coalesce(p.issued, 0)) OVER o AS issued_to_date,
+       (SELECT redeemed FROM before) + sum(coalesce(p.redeemed, 0)) OVER o AS redeemed_to_date,
+       (SELECT expired FROM before) + sum(coalesce(p.expired, 0)) OVER o AS expired_to_date
+  FROM buckets b
+  LEFT JOIN LATERAL (
+      SELECT sum(x.issued) AS issued, sum(x.redeemed) AS redeemed, sum(x.expired) AS expired
+        FROM points x WHERE x.day >= b.start AND x.day < b.stop
+  ) p ON true
+WINDOW o AS (ORDER BY b.start)
+ ORDER BY b.start
+"""
+
+# Retention by enrolment-month cohort: the members enrolled in each month from $2 to $3 (UTC), and how many of them
+# purchased in each month from their cohort's to the month of $3 - 1 day.
+COHORTS = """
+WITH c AS (
+    SELECT m.id, date_trunc('month', m.created_at AT TIME ZONE 'UTC')::date AS cohort FROM members m
+     WHERE m.program_id = $1 AND m.created_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'
+       AND m.created_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+), sizes AS (
+    SELECT cohort, count(*) AS members FROM c GROUP BY cohort
+), active AS (
+    SELECT c.cohort, date_trunc('month', d.day)::date AS month, count(DISTINCT c.id) AS members
+      FROM c JOIN member_purchase_days d ON d.member_id = c.id
+     WHERE d.day < $3::date GROUP BY 1, 2
+)
+SELECT s.cohort, s.members,
+       coalesce((SELECT json_object_agg(to_char(a.month, 'YYYY-MM'), a.members) FROM active a
+                  WHERE a.cohort = s.cohort), '{}') AS active
+  FROM sizes s ORDER BY s.cohort
+"""
+
+# The lapse threshold of the last refresh (NULL: never refreshed).
+LAST_LAPSED_DAYS = """
+SELECT (thresholds ->> 'lapsed_days')::integer FROM insight_refreshes WHERE program_id = $1 ORDER BY id DESC LIMIT 1
+"""

@@ -112,3 +112,56 @@ class RefreshResult(BaseModel):
 
 
 ExportFormat = Literal["csv", "jsonl"]
+
+
+Granularity = Literal["day", "week", "month"]
+
+
+class MemberCounts(BaseModel):
+    new: int = Field(description="Members enrolled in the period")
+    active: int = Field(description="Members with at least one purchase in the period")
+    lapsed: int = Field(description="Members who lapsed in the period: `lapsed_days` after a purchase day that no "
+                        "purchase followed within `lapsed_days`")
+    repeat: int = Field(description="Active members whose purchases, counted to the period's end, are two or more")
+
+
+class PointsFigures(BaseModel):
+    issued: int = Field(description="Net points granted in the period (earned and adjusted, net of clawbacks and "
+                        "reversals)")
+    redeemed: int = Field(description="Net points redeemed (redemptions, captures, exchanges, net of refunds)")
+    expired: int
+    outstanding: int = Field(description="At the period's end: issued - redeemed - expired to date; equals the "
+                             "members' available + pending + held")
+    outstanding_value: Money = Field(description="`outstanding` in money at the programme's conversion")
+
+
+class SummaryPeriod(BaseModel):
+    start: date = Field(description="First day (UTC) of the period")
+    end: date = Field(description="Day after the period's last day (exclusive)")
+    members: MemberCounts
+    purchases: int
+    spend: Money = Field(description="Eligible spend of the period's purchases")
+    repeat_purchase_rate: Share = Field(description="members.repeat / members.active (0 without active members)")
+    points: PointsFigures
+    redemption_rate: Share = Field(description="Redeemed to date / issued to date, at the period's end")
+    breakage_rate: Share = Field(description="Expired to date / issued to date, at the period's end")
+
+
+class Cohort(BaseModel):
+    cohort: str = Field(description="Enrolment month (UTC), YYYY-MM", examples=["2026-01"])
+    members: int = Field(description="Members enrolled that month")
+    active: list[int] = Field(description="Members of the cohort who purchased in each month from the enrolment "
+                              "month (index 0) to the month of `to`")
+    retention: list[Share] = Field(description="active / members, per month")
+
+
+class Summary(BaseModel):
+    start: date = Field(description="`from`: the first day (UTC), included")
+    end: date = Field(description="`to`: the day after the last one (UTC), excluded")
+    granularity: Granularity
+    currency: str
+    lapsed_days: int = Field(description="The lapse threshold used: the last refresh's, else the programme's "
+                             "setting, else 4 x 30 days")
+    periods: list[SummaryPeriod]
+    cohorts: list[Cohort] = Field(description="Retention by enrolment-month cohort, for the members enrolled from "
+                                  "`from` to `to`")

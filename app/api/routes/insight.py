@@ -3,17 +3,25 @@ members, paged or exported (CSV / JSON lines, streamed). Everything reads the la
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import MemberIdPath, Pool, Reader
+from app.api.deps import Admin, MemberIdPath, Pool, Reader
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
-from app.insight import service
+from app.insight import health, service
 from app.insight.rfm import Segment
-from app.insight.schemas import ExportFormat, MemberInsight, SegmentMemberPage, SegmentsOverview
+from app.insight.schemas import (
+    ExportFormat,
+    Granularity,
+    MemberInsight,
+    SegmentMemberPage,
+    SegmentsOverview,
+    Summary,
+)
 
 router = APIRouter(prefix="/v1", tags=["insight"], route_class=ApiRoute)
 
@@ -58,12 +66,29 @@ async def segment_members(
 @router.get("/segments/{segment}/members/export", response_class=StreamingResponse, response_model=None,
             responses=_EXPORT_RESPONSES)
 async def export_segment(
-    segment: Segment, principal: Reader, pool: Pool,
+    segment: Segment, principal: Admin, pool: Pool,
     format: Annotated[ExportFormat, Query(description="csv (with a header row) or jsonl")] = "csv",
 ) -> StreamingResponse:
-    """The whole segment for a CRM campaign, streamed in constant memory (read in batches through a server-side
-    cursor, in one snapshot)."""
+    """The whole segment for a CRM campaign, with the members' contact details (hence admin only), streamed in
+    constant memory (read in batches through a server-side cursor, in one snapshot)."""
     filename = f"{segment.value}.{format}"
     return StreamingResponse(service.export_rows(pool, principal.program_id, principal.currency, segment, format),
                              media_type=_MEDIA[format],
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/analytics/summary", response_model=Summary, responses=responses("insufficient_scope"),
+            tags=["analytics"])
+async def analytics_summary(
+    principal: Admin, pool: Pool,
+    start: Annotated[date | None, Query(alias="from", description="First day (UTC), included; default `to` - 30 "
+                                        "days")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Day after the last (UTC), excluded; default "
+                                      "tomorrow")] = None,
+    granularity: Annotated[Granularity, Query(description="One period per day, ISO week or month")] = "day",
+) -> Summary:
+    """Programme health per period: members new, active, lapsed and repeat; purchases and spend; points issued,
+    redeemed, expired and outstanding (in points and money); redemption, breakage and repeat-purchase rates; and
+    retention by enrolment-month cohort. Computed from the ledger and the daily purchase totals at the time of the
+    request (at most 400 periods). Admin: these are the programme's finances."""
+    return await health.summary(pool, principal, start, end, granularity)
