@@ -331,3 +331,36 @@ async def test_segments_and_the_members_insight_are_the_apis(tenant: Tenant, bro
     assert f'id="segment">{insight["segment"].replace("_", " ")}<' in member.text
     assert f'id="stage">{insight["stage"].replace("_", " ")}<' in member.text
     assert f'id="outstanding-value">{insight["points"]["outstanding_value"]} EUR<' in member.text
+
+
+async def test_programme_health_shows_the_analytics_summary(tenant: Tenant, browser_client):
+    from datetime import UTC, datetime, timedelta
+
+    for member, days in (("h-ann", (1, 3, 40)), ("h-bob", (2,)), ("h-cyd", (70, 71))):
+        await tenant.member(member)
+        for d in days:
+            await _purchase(tenant, member, d, "20.00")
+    assert (await tenant.adjust("h-bob", -10)).status_code == 201
+    await _sign_in(browser_client, tenant.admin_key)
+    today = datetime.now(UTC).date()
+    for params in ({"from": (today - timedelta(days=90)).isoformat(), "to": (today + timedelta(days=1)).isoformat(),
+                    "granularity": "month"},
+                   {"from": (today - timedelta(days=14)).isoformat(), "to": (today + timedelta(days=1)).isoformat(),
+                    "granularity": "day"}):
+        api = (await tenant.client.get("/v1/analytics/summary", params=params, headers=tenant.headers())).json()
+        page = await browser_client.get("/dashboard", params=params)
+        assert page.status_code == 200 and page.text.count("<svg") == 4
+        rows = re.findall(r'<tr data-start="([^"]+)">(.*?)</tr>', page.text.split('id="periods"')[1], re.S)
+        assert [start for start, _ in rows] == [p["start"] for p in api["periods"]]
+        for (_, row), period in zip(rows, api["periods"], strict=True):
+            shown = dict(re.findall(r'data-field="([\w.]+)" data-value="([^"]*)"', row))
+            expected = {}
+            for key, value in period.items():
+                if isinstance(value, dict):
+                    expected.update({f"{key}.{k}": str(v) for k, v in value.items()})
+                elif key not in ("start", "end"):
+                    expected[key] = str(value)
+            assert shown == expected
+        assert sum(p["purchases"] for p in api["periods"]) > 0
+    bad = await browser_client.get("/dashboard", params={"from": "2026-01-01", "to": "2025-01-01"})
+    assert bad.status_code == 422 and 'id="error"' in bad.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from app.insight.service import refresh
 from tests.test_docs_pages import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.skipif(
@@ -107,6 +109,20 @@ async def test_the_dashboard_in_a_browser(browser, live_server, tenant, other_te
                                          headers=tenant.headers(idem=uuid.uuid4().hex))
             assert r.status_code == 201, r.text
     await other_tenant.member("cust-elsewhere")
+    # Purchases over the last months, so that the health and segment pages have something to draw.
+    for n, (member, days) in enumerate({"cust-1001": (2, 20, 45, 80), "cust-1002": (5, 100, 130),
+                                        "cust-1003": (1, 9, 33, 61, 150, 200), "cust-1004": (250,),
+                                        "cust-1005": (3,)}.items()):
+        await tenant.member(member)
+        for d in days:
+            r = await tenant.client.post("/v1/purchases", json={
+                "member_id": member, "order_id": uuid.uuid4().hex, "currency": "EUR", "total": f"{20 + 7 * n}.00",
+                "occurred_at": (datetime.now(UTC) - timedelta(days=d, seconds=1)).isoformat(),
+                "lines": [{"sku": "X", "quantity": 1, "unit_price": f"{20 + 7 * n}.00"}]},
+                headers=tenant.headers(idem=uuid.uuid4().hex))
+            assert r.status_code == 201, r.text
+    await refresh(tenant.pool, datetime.now(UTC) - timedelta(days=30), tenant.program_id)
+    await refresh(tenant.pool, datetime.now(UTC), tenant.program_id)
     read_key = await tenant.key("read")
 
     recorder = Recorder(url)
@@ -131,7 +147,29 @@ async def test_the_dashboard_in_a_browser(browser, live_server, tenant, other_te
         (cookie,) = [c for c in await context.cookies() if c["name"] == "pl_dashboard"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
         assert "Sign out" in await page.inner_text("header")
+        # Programme health: the figures of GET /v1/analytics/summary for the same query, period by period.
+        query = f"from={date.today().replace(day=1) - timedelta(days=330)}&to={date.today() + timedelta(days=1)}"
+        await page.goto(f"{url}/dashboard?{query}&granularity=month")
+        summary = await _api(live_server, tenant.admin_key, f"/v1/analytics/summary?{query}&granularity=month")
+        shown = await page.eval_on_selector_all(
+            "#periods tbody tr", "rows => rows.map(r => [r.dataset.start, Object.fromEntries("
+            "[...r.querySelectorAll('[data-field]')].map(c => [c.dataset.field, c.dataset.value]))])")
+        assert [s for s, _ in shown] == [p["start"] for p in summary["periods"]]
+        for (_, cells), period in zip(shown, summary["periods"], strict=True):
+            assert cells["purchases"] == str(period["purchases"]) and cells["spend"] == period["spend"]
+            assert cells["points.outstanding"] == str(period["points"]["outstanding"])
+            assert cells["members.active"] == str(period["members"]["active"])
+        assert await page.locator("svg.chart-line").count() == 4
         await page.screenshot(path=str(shots / "dashboard-health.png"), full_page=True)
+
+        # Segments: the sizes of GET /v1/segments.
+        await page.click("nav >> text=Segments")
+        segments = await _api(live_server, tenant.admin_key, "/v1/segments")
+        sizes = await page.eval_on_selector_all(
+            "#segments tbody tr", "rows => rows.map(r => [r.dataset.segment, "
+            "r.querySelector('[data-field=members]').textContent])")
+        assert sizes == [[g["segment"] or "unscored", f"{g['members']:,}"] for g in segments["segments"]]
+        await page.screenshot(path=str(shots / "dashboard-segments.png"), full_page=True)
 
         # Member lookup: the figures of GET /v1/members/{id}/balance and the activity of the API.
         await page.click("nav >> text=Member lookup")

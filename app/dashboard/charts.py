@@ -62,9 +62,10 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def _frame(width: int, height: int, label: str, body: list[str], kind: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-{kind}" width="{width}" '
-            f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}" '
-            f'font-family="{FONT}" font-size="11">'
+    # Scales to its container's width (the stylesheet sets height: auto; the viewBox keeps the proportions).
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-{kind}" width="100%" '
+            f'viewBox="0 0 {width} {height}" preserveAspectRatio="xMidYMid meet" role="img" '
+            f'aria-label="{escape(label)}" font-family="{FONT}" font-size="11">'
             f"<title>{escape(label)}</title>" + "".join(body) + "</svg>")
 
 
@@ -74,7 +75,7 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *, title: str, w
     for s in series:
         if len(s.values) != len(labels):
             raise ValueError(f"series {s.name!r} has {len(s.values)} values for {len(labels)} labels")
-    left, right, top, bottom = 56, 12, 12, 44
+    left, right, top, bottom = 56, 30, 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [float(v) for s in series for v in s.values]
     ticks = nice_ticks(min([0.0, *values]), max([0.0, *values]))

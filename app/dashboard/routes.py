@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,6 +32,7 @@ from app.api.auth import authenticate
 from app.dashboard import charts, sessions
 from app.dashboard import queries as q
 from app.errors import DomainError
+from app.insight import health as insight_health
 from app.insight import service as insight_service
 from app.ledger import service as ledger_service
 from app.members import service as members_service
@@ -271,12 +273,74 @@ async def member_lookup(request: Request) -> Response:
     return render("member.html", member=member, balance=balance, entries=entries, insight=insight, **context)
 
 
+GRANULARITIES = ("day", "week", "month")
+
+
+def _summary_query(request: Request, today: date) -> tuple[date, date, str]:
+    """``from`` (included), ``to`` (excluded) and ``granularity`` as GET /v1/analytics/summary takes them; default:
+    the last twelve calendar months (this one included) by month."""
+    granularity = request.query_params.get("granularity", "month")
+    if granularity not in GRANULARITIES:
+        granularity = "month"
+    try:
+        end = date.fromisoformat(request.query_params.get("to", ""))
+    except ValueError:
+        end = today + timedelta(days=1)
+    try:
+        start = date.fromisoformat(request.query_params.get("from", ""))
+    except ValueError:
+        first = today.replace(day=1)
+        start = first.replace(year=first.year - 1, month=first.month + 1) if first.month < 12 else first.replace(
+            month=1)
+    return start, end, granularity
+
+
+def _period_label(start: date, granularity: str) -> str:
+    return start.strftime("%Y-%m") if granularity == "month" else start.isoformat()
+
+
 @router.get("")
 async def health(request: Request) -> Response:
     session = await _session_or_login(request)
     if isinstance(session, Response):
         return session
-    return render("health.html", session=session, active="health", summary=None)
+    start, end, granularity = _summary_query(request, datetime.now(UTC).date())
+    context: dict[str, Any] = {"session": session, "active": "health", "start": start, "end": end,
+                               "granularity": granularity, "granularities": GRANULARITIES}
+    try:
+        summary = await insight_health.summary(request.app.state.pool, session.principal, start, end,
+                                               granularity)  # type: ignore[arg-type]
+    except DomainError as refusal:
+        if refusal.code != "validation_error":
+            raise
+        return render("health.html", 422, summary=None, error=refusal.detail, **context)
+    labels = [_period_label(p.start, granularity) for p in summary.periods]
+    periods = summary.periods
+    figures = {
+        "members": charts.line_chart(labels, [
+            charts.Series("new", [p.members.new for p in periods]),
+            charts.Series("active", [p.members.active for p in periods]),
+            charts.Series("lapsed", [p.members.lapsed for p in periods])], title="Members per period"),
+        "points": charts.line_chart(labels, [
+            charts.Series("issued", [p.points.issued for p in periods]),
+            charts.Series("redeemed", [p.points.redeemed for p in periods]),
+            charts.Series("expired", [p.points.expired for p in periods])], title="Points per period"),
+        "spend": charts.line_chart(labels, [
+            charts.Series("purchases", [p.purchases for p in periods])], title="Purchases per period"),
+        "rates": charts.line_chart(labels, [
+            charts.Series("redemption", [p.redemption_rate * 100 for p in periods]),
+            charts.Series("breakage", [p.breakage_rate * 100 for p in periods]),
+            charts.Series("repeat purchase", [p.repeat_purchase_rate * 100 for p in periods])],
+            title="Rates per period, in %"),
+    }
+    last = periods[-1] if periods else None
+    totals = {
+        "new": sum(p.members.new for p in periods), "purchases": sum(p.purchases for p in periods),
+        "spend": sum((p.spend for p in periods), Decimal(0)), "issued": sum(p.points.issued for p in periods),
+        "redeemed": sum(p.points.redeemed for p in periods), "expired": sum(p.points.expired for p in periods),
+    }
+    return render("health.html", summary=summary, labels=labels, last=last, totals=totals,
+                  charts={k: Markup(v) for k, v in figures.items()}, **context)
 
 
 def _group_name(value: Any) -> str:
