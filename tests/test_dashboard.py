@@ -364,3 +364,25 @@ async def test_programme_health_shows_the_analytics_summary(tenant: Tenant, brow
         assert sum(p["purchases"] for p in api["periods"]) > 0
     bad = await browser_client.get("/dashboard", params={"from": "2026-01-01", "to": "2025-01-01"})
     assert bad.status_code == 422 and 'id="error"' in bad.text
+
+
+async def test_liability_is_the_members_balances_and_the_summarys_value(tenant: Tenant, browser_client):
+    from datetime import UTC, datetime, timedelta
+
+    for member, points in (("l-ann", 1200), ("l-bob", 300)):
+        await tenant.member(member)
+        assert (await tenant.adjust(member, points)).status_code == 201
+    await _purchase(tenant, "l-ann", 0, "30.00")  # pending points (the return window) count too
+    await _sign_in(browser_client, tenant.admin_key)
+    page = await browser_client.get("/dashboard/liability")
+    assert page.status_code == 200
+    balances = [await tenant.balance(m) for m in ("l-ann", "l-bob")]
+    outstanding = sum(b["available"] + b["pending"] + b["held"] for b in balances)
+    assert f'id="outstanding">{outstanding:,}<' in page.text
+    assert f'id="available">{sum(b["available"] for b in balances):,}<' in page.text
+    today = datetime.now(UTC).date()
+    api = (await tenant.client.get("/v1/analytics/summary", params={
+        "from": today.replace(day=1).isoformat(), "to": (today + timedelta(days=1)).isoformat(),
+        "granularity": "month"}, headers=tenant.headers())).json()
+    assert api["periods"][-1]["points"]["outstanding"] == outstanding
+    assert f'id="outstanding-value">{api["periods"][-1]["points"]["outstanding_value"]} EUR<' in page.text

@@ -19,3 +19,12 @@ GROUP BY r.id
 ORDER BY exchanges DESC, points DESC, r.id
 LIMIT $4
 """
+
+# The liability now, by where the points are (the analytics summary and the forecast give the total; verify proves
+# it equals the postings).
+BALANCES = """
+SELECT coalesce(sum(available), 0)::bigint AS available, coalesce(sum(pending), 0)::bigint AS pending,
+       coalesce(sum(held), 0)::bigint AS held,
+       count(*) FILTER (WHERE available + pending + held > 0) AS members_with_points
+FROM member_balances WHERE program_id = $1
+"""

@@ -289,9 +289,7 @@ def _summary_query(request: Request, today: date) -> tuple[date, date, str]:
     try:
         start = date.fromisoformat(request.query_params.get("from", ""))
     except ValueError:
-        first = today.replace(day=1)
-        start = first.replace(year=first.year - 1, month=first.month + 1) if first.month < 12 else first.replace(
-            month=1)
+        start = _twelve_months(today)[0]
     return start, end, granularity
 
 
@@ -364,9 +362,27 @@ async def segments(request: Request) -> Response:
                   move_chart=move_chart)
 
 
+def _twelve_months(today: date) -> tuple[date, date]:
+    first = today.replace(day=1)
+    start = first.replace(year=first.year - 1, month=first.month + 1) if first.month < 12 else first.replace(month=1)
+    return start, today + timedelta(days=1)
+
+
 @router.get("/liability")
 async def liability(request: Request) -> Response:
     session = await _session_or_login(request)
     if isinstance(session, Response):
         return session
-    return render("liability.html", session=session, active="liability", liability=None)
+    pool = request.app.state.pool
+    start, end = _twelve_months(datetime.now(UTC).date())
+    summary = await insight_health.summary(pool, session.principal, start, end, "month")
+    balances = await pool.fetchrow(q.BALANCES, session.principal.program_id)
+    labels = [_period_label(p.start, "month") for p in summary.periods]
+    trend = charts.line_chart(labels, [charts.Series("outstanding", [p.points.outstanding for p in summary.periods])],
+                              title="Outstanding points at the end of each month")
+    value = charts.line_chart(labels, [charts.Series(f"value ({summary.currency})",
+                                                     [p.points.outstanding_value for p in summary.periods])],
+                              title=f"Outstanding liability in {summary.currency} at the end of each month")
+    return render("liability.html", session=session, active="liability", summary=summary, balances=balances,
+                  last=summary.periods[-1] if summary.periods else None, forecast=None,
+                  trend=Markup(trend), value=Markup(value))
