@@ -545,3 +545,27 @@ async def test_summary_bounds_and_scope(tenant):
     assert r.status_code == 403
     r = await tenant.client.get("/v1/analytics/summary", params={"granularity": "month"}, headers=tenant.headers())
     assert r.status_code == 200 and r.json()["periods"][-1]["points"]["outstanding"] == 0
+
+
+async def test_verify_checks_that_the_liability_equals_the_balances(tenant, db):
+    await tenant.member("liab")
+    await tenant.adjust("liab", 700)
+    r = await tenant.client.post("/v1/holds", json={"member_id": "liab", "points": 200},
+                                 headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201, r.text
+    await _purchase(tenant, "liab", 0, "10.00")
+    report = await tenant.verify()
+    assert report["ok"], report
+    owed = await db.fetchval("SELECT -sum(points) FROM postings WHERE program_id = $1 AND account IN "
+                             "('issued', 'adjustments', 'redeemed', 'expired')", tenant.program_id)
+    assert owed == await db.fetchval("SELECT sum(available + pending + held) FROM member_balances "
+                                     "WHERE program_id = $1", tenant.program_id)
+    await db.execute("UPDATE member_balances SET held = held + 5 WHERE program_id = $1", tenant.program_id)
+    try:
+        report = await tenant.verify()
+        found = [d for d in report["discrepancies"] if d["check"] == "liability_mismatch"]
+        assert not report["ok"] and found
+        assert found[0]["detail"]["balances"] == found[0]["detail"]["liability"] + 5
+    finally:
+        await db.execute("UPDATE member_balances SET held = held - 5 WHERE program_id = $1", tenant.program_id)
+    assert (await tenant.verify())["ok"]
