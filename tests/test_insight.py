@@ -545,3 +545,132 @@ async def test_summary_bounds_and_scope(tenant):
     assert r.status_code == 403
     r = await tenant.client.get("/v1/analytics/summary", params={"granularity": "month"}, headers=tenant.headers())
     assert r.status_code == 200 and r.json()["periods"][-1]["points"]["outstanding"] == 0
+
+
+async def test_verify_checks_that_the_liability_equals_the_balances(tenant, db):
+    await tenant.member("liab")
+    await tenant.adjust("liab", 700)
+    r = await tenant.client.post("/v1/holds", json={"member_id": "liab", "points": 200},
+                                 headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201, r.text
+    await _purchase(tenant, "liab", 0, "10.00")
+    report = await tenant.verify()
+    assert report["ok"], report
+    owed = await db.fetchval("SELECT -sum(points) FROM postings WHERE program_id = $1 AND account IN "
+                             "('issued', 'adjustments', 'redeemed', 'expired')", tenant.program_id)
+    assert owed == await db.fetchval("SELECT sum(available + pending + held) FROM member_balances "
+                                     "WHERE program_id = $1", tenant.program_id)
+    await db.execute("UPDATE member_balances SET held = held + 5 WHERE program_id = $1", tenant.program_id)
+    try:
+        report = await tenant.verify()
+        found = [d for d in report["discrepancies"] if d["check"] == "liability_mismatch"]
+        assert not report["ok"] and found
+        assert found[0]["detail"]["balances"] == found[0]["detail"]["liability"] + 5
+    finally:
+        await db.execute("UPDATE member_balances SET held = held - 5 WHERE program_id = $1", tenant.program_id)
+    assert (await tenant.verify())["ok"]
+
+
+# --- the liability forecast -----------------------------------------------------------------------------------
+
+from app.insight.forecast import CohortFlows, OpenPoints, forecast, redemption_rates  # noqa: E402
+
+
+def test_redemption_rates_by_age_from_known_flows():
+    # month 100: 1000 points; 100 redeemed at age 0, 450 at age 1 (of 900 left), 50 expired at age 1
+    # month 101: 1000 points; 500 redeemed at age 0
+    cohorts = [CohortFlows(100, 1000, {0: 100, 1: 450}, {1: 50}), CohortFlows(101, 1000, {0: 500})]
+    rates, tail = redemption_rates(cohorts, as_of=102)
+    assert rates == [pytest.approx(600 / 2000), pytest.approx(450 / 900)]
+    assert tail == pytest.approx((0.3 + 0.5) / 2)
+    rates, tail = redemption_rates(cohorts, as_of=101)  # only month 100's age 0 is observed
+    assert rates == [pytest.approx(0.1)] and tail == pytest.approx(0.1)
+    assert redemption_rates([], 5) == ([], 0.0)
+
+
+def test_forecast_walks_each_group_to_its_expiry():
+    f = forecast([OpenPoints(cohort=10, expires_month=12, points=1000)], rates=[0.1, 0.5, 0.5], tail_rate=0.2,
+                 as_of=11, horizon=3)
+    # age 1 at month 11: 500 redeemed; month 12 is the expiry month: the other 500 expire then
+    assert [(m.redeemed, m.breakage) for m in f.months] == [(500, 0), (0, 500), (0, 0)]
+    assert (f.redeemed, f.breakage, f.never_redeemed) == (500, 500, 0)
+    g = forecast([OpenPoints(cohort=11, expires_month=None, points=100)], rates=[], tail_rate=0.0, as_of=11,
+                 horizon=1, held=7)
+    assert g.months[0].redeemed == 7 and g.never_redeemed == 100 and g.breakage == 100
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.one_of(st.none(), st.integers(0, 60)), st.integers(1, 10**6)),
+                max_size=20),
+       st.lists(st.floats(0, 1), max_size=30), st.floats(0, 1), st.integers(1, 48), st.integers(0, 1000))
+def test_forecast_conserves_points(groups, rates, tail, horizon, held):
+    """Every point forecast is either redeemed or breaks, and nothing is negative."""
+    open_points = [OpenPoints(c, e, p) for c, e, p in groups]
+    f = forecast(open_points, rates, tail, as_of=30, horizon=horizon, held=held)
+    total = sum(p for _, _, p in groups) + held
+    assert f.redeemed + f.breakage == pytest.approx(total, rel=1e-9, abs=1e-6)
+    assert all(m.redeemed >= 0 and m.breakage >= 0 for m in f.months)
+    assert sum(m.redeemed for m in f.months) + f.later_redeemed == pytest.approx(f.redeemed, rel=1e-9, abs=1e-6)
+
+
+async def test_liability_forecast_from_the_programmes_lots(tenant, db):
+    # Two months ago: 1000 points that expire next month; 400 of them redeemed last month (backdated debit
+    # through an adjustment would not count as a redemption, so the redemption is posted now and the history is
+    # read as of now: the current month is not observed yet, so the rates come from earlier months only).
+    await tenant.member("fc")
+    start = _now() - timedelta(days=62)
+    r = await tenant.adjust("fc", 1000, occurred_at=start.isoformat(),
+                            expires_at=(_now() + timedelta(days=40)).isoformat())
+    assert r.status_code == 201, r.text
+    r = await tenant.client.post("/v1/redemptions", json={"member_id": "fc", "points": 400},
+                                 headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201
+    r = await tenant.client.post("/v1/holds", json={"member_id": "fc", "points": 100},
+                                 headers=tenant.headers(idem=uuid.uuid4().hex))
+    assert r.status_code == 201
+    r = await tenant.client.get("/v1/analytics/liability", params={"horizon": 3}, headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["outstanding"] == 600 and got["forecast_points"] == 600 and got["outstanding_value"] == "6.00"
+    assert got["expected_redeemed"] + got["expected_breakage"] == 600
+    # no redemption observed before this month: rate 0, the 500 left in the lot break at their expiry, the held
+    # 100 are forecast as redeemed now
+    assert got["expected_redeemed"] == 100 and got["months"][0]["redeemed"] == 100
+    assert sum(m["breakage"] for m in got["months"]) + got["later"]["breakage"] == 500
+    assert all(Decimal(x["redemption_rate"]) == 0 for x in got["rates"])
+    assert got["expected_breakage_rate"] == str(share_of(500, 600))
+    read = await tenant.key("read")
+    assert (await tenant.client.get("/v1/analytics/liability", headers=tenant.headers(read))).status_code == 403
+
+
+def share_of(a, b):
+    from app.insight.health import share
+
+    return share(a, b)
+
+
+async def test_the_forecast_learns_the_redemption_rate_by_lot_age(tenant, db):
+    """Read two months later, today's redemption and hold are history: 500 of the lot's 1000 points left it at
+    its age then, so the rate at that age is 0.5."""
+    from app.insight.forecast import month_index
+    from app.insight.health import liability_forecast
+    from app.programs.context import Principal
+    from app.programs.schemas import ProgramSettings
+
+    await tenant.member("fc2")
+    credited = _now() - timedelta(days=62)
+    r = await tenant.adjust("fc2", 1000, occurred_at=credited.isoformat())
+    assert r.status_code == 201, r.text
+    for path, points in (("/v1/redemptions", 400), ("/v1/holds", 100)):
+        r = await tenant.client.post(path, json={"member_id": "fc2", "points": points},
+                                     headers=tenant.headers(idem=uuid.uuid4().hex))
+        assert r.status_code == 201, r.text
+    p = Principal(key_id=uuid.uuid4(), program_id=tenant.program_id, scopes=frozenset({"admin"}), currency="EUR",
+                  timezone="UTC", settings=ProgramSettings())
+    later = _now() + timedelta(days=62)
+    got = await liability_forecast(db, p, 6, now=later)
+    age = month_index(_now().year, _now().month) - month_index(credited.year, credited.month)
+    assert got.rates[age].redemption_rate == Decimal("0.500000")
+    assert all(x.redemption_rate == 0 for x in got.rates[:age])
+    # the 500 left (no expiry): each month half of what is left at the tail rate... all ages beyond are the tail
+    assert got.forecast_points == 600 and got.expected_redeemed + got.expected_breakage == 600
+    assert got.months[0].redeemed >= 100  # the held points, and the rate of the lot's age then

@@ -25,8 +25,20 @@ import asyncpg
 
 from app.errors import DomainError
 from app.insight import queries as q
+from app.insight.forecast import CohortFlows, OpenPoints, forecast, month_index, month_text, redemption_rates
 from app.insight.rfm import thresholds
-from app.insight.schemas import Cohort, Granularity, MemberCounts, PointsFigures, Summary, SummaryPeriod
+from app.insight.schemas import (
+    AgeRate,
+    Cohort,
+    ForecastLater,
+    ForecastMonth,
+    Granularity,
+    LiabilityForecast,
+    MemberCounts,
+    PointsFigures,
+    Summary,
+    SummaryPeriod,
+)
 from app.money import MINOR_UNITS
 from app.programs.context import Principal
 from app.redemption.conversion import points_value
@@ -102,3 +114,54 @@ async def summary(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, start: 
                               retention=[share(a, c["members"]) for a in active]))
     return Summary(start=start, end=end, granularity=granularity, currency=p.currency, lapsed_days=lapsed_days,
                    periods=periods, cohorts=cohorts)
+
+
+# --- the liability forecast ---------------------------------------------------------------------------------
+
+
+def _rate(value: float) -> Decimal:
+    return Decimal(repr(round(value, 6))).quantize(Decimal("0.000001"))
+
+
+async def liability_forecast(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, horizon: int,
+                             now: datetime | None = None) -> LiabilityForecast:
+    """The outstanding points now, and when they are expected to be redeemed or break (``app/insight/forecast.py``
+    has the method)."""
+    now = now or datetime.now(UTC)
+    as_of = month_index(now.year, now.month)
+    flows: dict[int, CohortFlows] = {}
+    for row in await conn.fetch(q.LOT_COHORTS, p.program_id, now):
+        flows[row["cohort"]] = CohortFlows(cohort=row["cohort"], points=int(row["points"]))
+    for row in await conn.fetch(q.LOT_FLOWS, p.program_id, now, q.REDEEMING_KINDS):
+        c = flows.get(row["cohort"])
+        if c is not None:
+            c.redeemed[row["age"]] = int(row["redeemed"])
+            c.removed[row["age"]] = int(row["removed"])
+    # The current month is not fully observed: rates come from the months before it.
+    rates, tail = redemption_rates(flows.values(), as_of)
+    groups = [OpenPoints(cohort=r["cohort"], expires_month=r["expires_month"], points=int(r["points"]))
+              for r in await conn.fetch(q.OPEN_POINTS, p.program_id)]
+    totals = await conn.fetchrow(q.LIABILITY_NOW, p.program_id)
+    held = int(totals["held"])
+    f = forecast(groups, rates, tail, as_of, horizon, held=held)
+
+    def value(points: int) -> Decimal:
+        return points_value(max(points, 0), p.settings, p.currency)
+
+    covered = sum(g.points for g in groups) + held
+    months = [ForecastMonth(month=month_text(m.month), redeemed=round(m.redeemed), breakage=round(m.breakage),
+                            redeemed_value=value(round(m.redeemed)), breakage_value=value(round(m.breakage)))
+              for m in f.months]
+    later_redeemed = round(f.later_redeemed)
+    redeemed = sum(m.redeemed for m in months) + later_redeemed
+    breakage = covered - redeemed  # exact: every point is redeemed or breaks
+    outstanding = int(totals["outstanding"])
+    return LiabilityForecast(
+        as_of=now, currency=p.currency, outstanding=outstanding, outstanding_value=value(outstanding),
+        forecast_points=covered, expected_redeemed=redeemed, expected_breakage=breakage,
+        expected_breakage_rate=share(breakage, covered), expected_redeemed_value=value(redeemed),
+        expected_breakage_value=value(breakage), never_redeemed=round(f.never_redeemed), horizon_months=horizon,
+        months=months,
+        later=ForecastLater(redeemed=later_redeemed, breakage=breakage - sum(m.breakage for m in months)),
+        rates=[AgeRate(age_months=k, redemption_rate=_rate(r)) for k, r in enumerate(rates)],
+        tail_rate=_rate(tail))

@@ -217,3 +217,46 @@ SELECT s.cohort, s.members,
 LAST_LAPSED_DAYS = """
 SELECT (thresholds ->> 'lapsed_days')::integer FROM insight_refreshes WHERE program_id = $1 ORDER BY id DESC LIMIT 1
 """
+
+
+# --- the liability forecast (GET /v1/analytics/liability; app/insight/forecast.py) ----------------------------
+# Entry kinds whose allocations are redemptions (net: a void, release, refund or exchange refund gives back).
+REDEEMING_KINDS = ["redeem", "hold", "capture", "void", "release", "refund", "exchange", "exchange_refund"]
+
+# Per credit month (cohort) of the programme's lots credited before $2: their points.
+LOT_COHORTS = """
+SELECT ledger.month_index(e.occurred_at) AS cohort, sum(l.points) AS points
+  FROM lots l JOIN entries e ON e.id = l.entry_id
+ WHERE l.program_id = $1 AND e.occurred_at < $2
+ GROUP BY 1
+"""
+
+# Per cohort and age (months from the credit to the allocation), what left the lots before $2: redeemed (net, the
+# kinds $3) and everything else (expiry, clawbacks, debits by adjustment, reversals).
+LOT_FLOWS = """
+SELECT ledger.month_index(e.occurred_at) AS cohort,
+       greatest(ledger.month_index(ae.occurred_at) - ledger.month_index(e.occurred_at), 0) AS age,
+       coalesce(sum(a.points) FILTER (WHERE ae.kind = ANY ($3::text[])), 0) AS redeemed,
+       coalesce(sum(a.points) FILTER (WHERE ae.kind <> ALL ($3::text[])), 0) AS removed
+  FROM lots l JOIN entries e ON e.id = l.entry_id
+  JOIN lot_allocations a ON a.lot_id = l.id
+  JOIN entries ae ON ae.id = a.entry_id
+ WHERE l.program_id = $1 AND e.occurred_at < $2 AND ae.occurred_at < $2
+ GROUP BY 1, 2
+"""
+
+# The points left in open lots now, by cohort and expiry month (NULL: no date of its own), and the held points.
+OPEN_POINTS = """
+SELECT ledger.month_index(e.occurred_at) AS cohort,
+       CASE WHEN l.expires_on_inactivity OR l.expires_at IS NULL THEN NULL
+            ELSE ledger.month_index(l.expires_at) END AS expires_month,
+       sum(l.remaining) AS points
+  FROM lots l JOIN entries e ON e.id = l.entry_id
+ WHERE l.program_id = $1 AND l.remaining > 0
+ GROUP BY 1, 2
+"""
+
+LIABILITY_NOW = """
+SELECT coalesce(sum(available + pending + held), 0) AS outstanding, coalesce(sum(held), 0) AS held
+  FROM member_balances WHERE program_id = $1
+"""

@@ -165,3 +165,44 @@ class Summary(BaseModel):
     periods: list[SummaryPeriod]
     cohorts: list[Cohort] = Field(description="Retention by enrolment-month cohort, for the members enrolled from "
                                   "`from` to `to`")
+
+
+class ForecastMonth(BaseModel):
+    month: str = Field(description="YYYY-MM (UTC)", examples=["2027-01"])
+    redeemed: int = Field(description="Points expected to be redeemed that month")
+    breakage: int = Field(description="Points expected to expire that month")
+    redeemed_value: Money
+    breakage_value: Money
+
+
+class ForecastLater(BaseModel):
+    redeemed: int
+    breakage: int = Field(description="Expiring after the horizon, and never redeemed (`never_redeemed`)")
+
+
+class AgeRate(BaseModel):
+    age_months: int
+    redemption_rate: DecimalText = Field(description="Share of the points still in lots at this age redeemed during "
+                                         "it, in the programme's history (6 decimal places)")
+
+
+class LiabilityForecast(BaseModel):
+    as_of: datetime
+    currency: str
+    outstanding: int = Field(description="The liability now: available + pending + held of every member")
+    outstanding_value: Money
+    forecast_points: int = Field(description="What the forecast covers: points left in lots, plus held points "
+                                 "(differs from `outstanding` only by members' negative balances)")
+    expected_redeemed: int = Field(description="Of `forecast_points`, expected to be redeemed, ever")
+    expected_breakage: int = Field(description="Expected to expire or never be redeemed (`forecast_points` - "
+                                   "`expected_redeemed`)")
+    expected_breakage_rate: Share
+    expected_redeemed_value: Money
+    expected_breakage_value: Money
+    never_redeemed: int = Field(description="Points without an expiry expected still unredeemed after 10 years "
+                                "(part of the breakage)")
+    horizon_months: int
+    months: list[ForecastMonth]
+    later: ForecastLater = Field(description="After the horizon")
+    rates: list[AgeRate] = Field(description="The redemption rates by lot age the forecast used (observed ages)")
+    tail_rate: DecimalText = Field(description="The rate used beyond the observed ages (mean of the last three)")

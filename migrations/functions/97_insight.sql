@@ -59,3 +59,9 @@ BEGIN
     DROP TABLE insight_moves;
     RETURN QUERY SELECT v_refresh, v_members, v_changed;
 END $$;
+
+-- The month of an instant as a number (year * 12 + month - 1, UTC): lot ages and cohorts of the liability forecast
+-- (app/insight/forecast.py).
+CREATE FUNCTION ledger.month_index(p_at timestamptz) RETURNS integer LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT (extract(year FROM p_at AT TIME ZONE 'UTC') * 12 + extract(month FROM p_at AT TIME ZONE 'UTC') - 1)::integer
+$$;

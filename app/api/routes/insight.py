@@ -17,6 +17,7 @@ from app.insight.rfm import Segment
 from app.insight.schemas import (
     ExportFormat,
     Granularity,
+    LiabilityForecast,
     MemberInsight,
     SegmentMemberPage,
     SegmentsOverview,
@@ -92,3 +93,14 @@ async def analytics_summary(
     retention by enrolment-month cohort. Computed from the ledger and the daily purchase totals at the time of the
     request (at most 400 periods). Admin: these are the programme's finances."""
     return await health.summary(pool, principal, start, end, granularity)
+
+
+@router.get("/analytics/liability", response_model=LiabilityForecast, responses=responses("insufficient_scope"),
+            tags=["analytics"])
+async def analytics_liability(
+    principal: Admin, pool: Pool,
+    horizon: Annotated[int, Query(ge=1, le=120, description="Months forecast one by one (the rest: `later`)")] = 12,
+) -> LiabilityForecast:
+    """The liability now (points and money) and its forecast: how much of it is expected to be redeemed and how much
+    to break, month by month, from the programme's own history by lot age (README "Insight", liability forecast)."""
+    return await health.liability_forecast(pool, principal, horizon)
