@@ -386,3 +386,10 @@ async def test_liability_is_the_members_balances_and_the_summarys_value(tenant: 
         "granularity": "month"}, headers=tenant.headers())).json()
     assert api["periods"][-1]["points"]["outstanding"] == outstanding
     assert f'id="outstanding-value">{api["periods"][-1]["points"]["outstanding_value"]} EUR<' in page.text
+    forecast = (await tenant.client.get("/v1/analytics/liability", headers=tenant.headers())).json()
+    assert forecast["outstanding"] == outstanding
+    assert f'id="expected-redeemed">{forecast["expected_redeemed"]:,}<' in page.text
+    assert f'id="expected-breakage">{forecast["expected_breakage"]:,}<' in page.text
+    months = re.findall(r'<tr data-month="([^"]+)">.*?data-field="redeemed" data-value="(\d+)".*?'
+                        r'data-field="breakage" data-value="(\d+)"', page.text, re.S)
+    assert months == [(m["month"], str(m["redeemed"]), str(m["breakage"])) for m in forecast["months"]]

@@ -383,6 +383,12 @@ async def liability(request: Request) -> Response:
     value = charts.line_chart(labels, [charts.Series(f"value ({summary.currency})",
                                                      [p.points.outstanding_value for p in summary.periods])],
                               title=f"Outstanding liability in {summary.currency} at the end of each month")
+    forecast = await insight_health.liability_forecast(pool, session.principal, 12)
+    forecast_chart = charts.line_chart(
+        [m.month for m in forecast.months],
+        [charts.Series("redeemed", [m.redeemed for m in forecast.months]),
+         charts.Series("breakage", [m.breakage for m in forecast.months])],
+        title="Expected redemptions and breakage per month")
     return render("liability.html", session=session, active="liability", summary=summary, balances=balances,
-                  last=summary.periods[-1] if summary.periods else None, forecast=None,
-                  trend=Markup(trend), value=Markup(value))
+                  last=summary.periods[-1] if summary.periods else None, forecast=forecast,
+                  forecast_chart=Markup(forecast_chart), trend=Markup(trend), value=Markup(value))
