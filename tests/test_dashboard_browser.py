@@ -171,6 +171,16 @@ async def test_the_dashboard_in_a_browser(browser, live_server, tenant, other_te
         assert sizes == [[g["segment"] or "unscored", f"{g['members']:,}"] for g in segments["segments"]]
         await page.screenshot(path=str(shots / "dashboard-segments.png"), full_page=True)
 
+        # Liability: the outstanding points and the forecast of GET /v1/analytics/liability.
+        await page.click("nav >> text=Liability")
+        forecast = await _api(live_server, tenant.admin_key, "/v1/analytics/liability")
+        assert await page.inner_text("#outstanding") == f"{forecast['outstanding']:,}"
+        assert await page.inner_text("#expected-redeemed") == f"{forecast['expected_redeemed']:,}"
+        assert await page.inner_text("#expected-breakage") == f"{forecast['expected_breakage']:,}"
+        months = await page.eval_on_selector_all("#forecast-months tbody tr", "rows => rows.map(r => r.dataset.month)")
+        assert months == [m["month"] for m in forecast["months"]]
+        await page.screenshot(path=str(shots / "dashboard-liability.png"), full_page=True)
+
         # Member lookup: the figures of GET /v1/members/{id}/balance and the activity of the API.
         await page.click("nav >> text=Member lookup")
         await page.fill("#member_id", "cust-1001")

@@ -94,3 +94,16 @@ def test_nice_ticks_cover_the_range_evenly(a: float, b: float):
     assert 2 <= len(ticks) <= 12
     steps = {round(t2 - t1, 6) for t1, t2 in zip(ticks, ticks[1:], strict=False)}
     assert max(steps) - min(steps) <= 1e-6 * max(steps)
+
+
+@given(st.integers(-10**9, 10**9), st.integers(-10**9, 10**9))
+def test_integer_ticks_are_whole_numbers(a: int, b: int):
+    ticks = nice_ticks(a, b, integer=True)
+    assert all(float(t).is_integer() for t in ticks)
+    assert ticks[0] <= min(a, b) and ticks[-1] >= max(a, b)
+
+
+def test_a_chart_of_counts_has_whole_ticks():
+    root = _parse(line_chart(["a", "b"], [Series("zero", [0, 0])], title="zeros"))
+    labels = [t.text for t in root.iter(f"{NS}text") if t.get("text-anchor") == "end"]
+    assert labels == ["0", "1"]

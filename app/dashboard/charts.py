@@ -40,8 +40,9 @@ def _fmt(value: Number) -> str:
     return f"{int(value):,}"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5 or 5 times a power of ten) from at most ``lo`` to at least ``hi``."""
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten) from at most ``lo`` to at least ``hi``; with
+    ``integer``, whole numbers only (a step of at least 1, never 2.5)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("ticks need finite bounds")
     if lo > hi:
@@ -50,7 +51,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         hi = lo + 1
     raw = (hi - lo) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw and not (integer and m == 2.5 and power == 1))
+    if integer:
+        step = max(step, 1.0)
     start = math.floor(lo / step) * step
     ticks = []
     for k in range(count + 3):  # step >= (hi - lo) / (count - 1): at most count + 2 ticks reach hi
@@ -78,7 +81,8 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *, title: str, w
     left, right, top, bottom = 56, 30, 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [float(v) for s in series for v in s.values]
-    ticks = nice_ticks(min([0.0, *values]), max([0.0, *values]))
+    whole = all(isinstance(v, int) for s in series for v in s.values)
+    ticks = nice_ticks(min([0.0, *values]), max([0.0, *values]), integer=whole)
     lo, hi = ticks[0], ticks[-1]
 
     def x(i: int) -> float:
