@@ -393,3 +393,13 @@ async def test_liability_is_the_members_balances_and_the_summarys_value(tenant: 
     months = re.findall(r'<tr data-month="([^"]+)">.*?data-field="redeemed" data-value="(\d+)".*?'
                         r'data-field="breakage" data-value="(\d+)"', page.text, re.S)
     assert months == [(m["month"], str(m["redeemed"]), str(m["breakage"])) for m in forecast["months"]]
+
+
+async def test_behind_a_tls_proxy_the_operator_makes_the_cookie_secure(tenant, browser_client, app):
+    saved = app.state.settings
+    app.state.settings = saved.model_copy(update={"dashboard_secure_cookie": True})
+    try:
+        page = await browser_client.get("/dashboard/login")
+        assert "; secure" in _set_cookies(page)[sessions.SIGNIN_COOKIE]
+    finally:
+        app.state.settings = saved
