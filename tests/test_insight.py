@@ -674,3 +674,16 @@ async def test_the_forecast_learns_the_redemption_rate_by_lot_age(tenant, db):
     # the 500 left (no expiry): each month half of what is left at the tail rate... all ages beyond are the tail
     assert got.forecast_points == 600 and got.expected_redeemed + got.expected_breakage == 600
     assert got.months[0].redeemed >= 100  # the held points, and the rate of the lot's age then
+
+
+def test_the_backtest_runs_in_quick_mode(tmp_path):
+    from bench.liability_backtest import main
+
+    main(["--quick", "--out", str(tmp_path)])
+    [path] = tmp_path.glob("liability-backtest-*.json")
+    [run] = json.loads(path.read_text())["runs"]
+    assert run["outstanding_at_t"] > 0 and run["horizon_months"] == 24
+    # every point open at T is accounted for: the 24-month horizon is the lots' whole life
+    assert run["actual"]["unresolved"] == 0
+    assert run["actual"]["redeemed"] + run["actual"]["breakage"] == run["outstanding_at_t"]
+    assert abs(run["forecast"]["redeemed"] + run["forecast"]["breakage"] - run["outstanding_at_t"]) <= 2
