@@ -403,3 +403,21 @@ async def test_behind_a_tls_proxy_the_operator_makes_the_cookie_secure(tenant, b
         assert "; secure" in _set_cookies(page)[sessions.SIGNIN_COOKIE]
     finally:
         app.state.settings = saved
+
+
+@pytest.mark.parametrize("path", [
+    "/dashboard?from=0001-01-01&to=9999-12-31&granularity=month",
+    "/dashboard?from=2026-01-01&to=2026-01-01&granularity=day",
+    "/dashboard?from=1999-01-01&to=2026-01-01&granularity=day",
+    "/dashboard?from=x&to=y&granularity=hour",
+    "/dashboard/rewards?from=0001-01-01&to=9999-12-31",
+    "/dashboard/rewards?from=2026-02-30",
+    "/dashboard/members?member_id=" + "x" * 200,
+    "/dashboard/members?member_id=%00",
+])
+async def test_odd_queries_are_answered_not_crashed(tenant, browser_client, path):
+    await _sign_in(browser_client, tenant.admin_key)
+    r = await browser_client.get(path)
+    assert r.status_code in (200, 404, 422), (path, r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"] == CSP

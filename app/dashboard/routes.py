@@ -222,6 +222,9 @@ def _period(request: Request, tz: ZoneInfo, default_days: int = 30) -> tuple[dat
         end = today
     if end < start:
         start, end = end, start
+    # within a range the dates can express (and a query can cover): 1970 to a year from now, ten years at most
+    earliest, latest = date(1970, 1, 1), today + timedelta(days=366)
+    start, end = min(max(start, earliest), latest), min(max(end, earliest), latest)
     start = max(start, end - timedelta(days=3660))
     return start, end
 
