@@ -410,6 +410,8 @@ async def test_behind_a_tls_proxy_the_operator_makes_the_cookie_secure(tenant, b
     "/dashboard?from=2026-01-01&to=2026-01-01&granularity=day",
     "/dashboard?from=1999-01-01&to=2026-01-01&granularity=day",
     "/dashboard?from=x&to=y&granularity=hour",
+    "/dashboard?from=9999-01-01&to=9999-12-31&granularity=month",
+    "/dashboard?from=0001-01-01&to=0001-02-01&granularity=week",
     "/dashboard/rewards?from=0001-01-01&to=9999-12-31",
     "/dashboard/rewards?from=2026-02-30",
     "/dashboard/members?member_id=" + "x" * 200,

@@ -293,6 +293,9 @@ def _summary_query(request: Request, today: date) -> tuple[date, date, str]:
         start = date.fromisoformat(request.query_params.get("from", ""))
     except ValueError:
         start = _twelve_months(today)[0]
+    # dates a query can cover: 1970 to a year from now (the API refuses the rest of its own accord, or slowly)
+    earliest, latest = date(1970, 1, 1), today + timedelta(days=366)
+    start, end = min(max(start, earliest), latest), min(max(end, earliest), latest)
     return start, end, granularity
 
 
@@ -312,9 +315,7 @@ async def health(request: Request) -> Response:
         summary = await insight_health.summary(request.app.state.pool, session.principal, start, end,
                                                granularity)  # type: ignore[arg-type]
     except DomainError as refusal:
-        if refusal.code != "validation_error":
-            raise
-        return render("health.html", 422, summary=None, error=refusal.detail, **context)
+        return render("health.html", refusal.status, summary=None, error=refusal.detail, **context)
     labels = [_period_label(p.start, granularity) for p in summary.periods]
     periods = summary.periods
     figures = {
