@@ -61,7 +61,8 @@ async def test_the_sign_in_page_and_its_headers(browser_client):
 
 async def test_pages_without_a_session_send_to_the_sign_in(browser_client):
     for path in ("/dashboard", "/dashboard/segments", "/dashboard/liability", "/dashboard/rewards",
-                 "/dashboard/members?member_id=x"):
+                 "/dashboard/members?member_id=x", "/dashboard/segments/champions",
+                 "/dashboard/segments/champions/export.csv"):
         r = await browser_client.get(path)
         assert (r.status_code, r.headers["location"]) == (303, "/dashboard/login"), path
         assert r.headers["content-security-policy"] == CSP
@@ -325,6 +326,22 @@ async def test_segments_and_the_members_insight_are_the_apis(tenant: Tenant, bro
         assert shown == expected, key
     assert sum(int(c["members"]) for c in _cells(page.text, "segment").values()) == 6  # not the other programme's
     assert sum(g["moved_in"] for g in api["segments"]) >= 1
+
+    for g in api["segments"]:
+        if not g["segment"] or not g["members"]:
+            continue
+        listed = (await tenant.client.get(f"/v1/segments/{g['segment']}/members", headers=tenant.headers())).json()
+        one = await browser_client.get(f"/dashboard/segments/{g['segment']}")
+        assert one.status_code == 200
+        assert re.findall(r'<tr data-member-id="([^"]+)">', one.text) == [m["member_id"] for m in listed["data"]]
+        csv_page = await browser_client.get(f"/dashboard/segments/{g['segment']}/export.csv")
+        csv_api = await tenant.client.get(f"/v1/segments/{g['segment']}/members/export", params={"format": "csv"},
+                                          headers=tenant.headers())
+        assert csv_page.status_code == 200 and csv_page.headers["content-type"].startswith("text/csv")
+        assert csv_page.headers["content-disposition"] == f'attachment; filename="{g["segment"]}.csv"'
+        assert csv_page.text == csv_api.text and "s-other" not in csv_page.text
+    assert (await browser_client.get("/dashboard/segments/nonsense")).status_code == 404
+    assert (await browser_client.get("/dashboard/segments/champions?cursor=forged")).status_code == 422
 
     insight = (await tenant.client.get("/v1/members/s-ann/insights", headers=tenant.headers())).json()
     member = await browser_client.get("/dashboard/members", params={"member_id": "s-ann"})

@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from app.api.auth import authenticate
 from app.dashboard import charts, sessions
@@ -34,6 +34,7 @@ from app.dashboard import queries as q
 from app.errors import DomainError
 from app.insight import health as insight_health
 from app.insight import service as insight_service
+from app.insight.rfm import Segment
 from app.ledger import service as ledger_service
 from app.members import service as members_service
 
@@ -364,6 +365,51 @@ async def segments(request: Request) -> Response:
             title="Net movement per RFM segment since the previous refresh"))
     return render("segments.html", session=session, active="segments", overview=overview, size_chart=size_chart,
                   move_chart=move_chart)
+
+
+def _segment(name: str) -> Segment | None:
+    try:
+        return Segment(name)
+    except ValueError:
+        return None
+
+
+@router.get("/segments/{name}")
+async def segment_members(request: Request, name: str) -> Response:
+    """The members of one segment as of the last refresh, 100 a page (the API's keyset pages)."""
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    segment = _segment(name)
+    if segment is None:
+        return render("error.html", 404, session=session, active="segments", title="Not found",
+                      message="There is no such segment.")
+    cursor = request.query_params.get("cursor") or None
+    try:
+        page = await insight_service.segment_page(request.app.state.pool, session.principal, segment,
+                                                  cursor[:64] if cursor else None, 100)
+    except DomainError as refusal:
+        return render("error.html", refusal.status, session=session, active="segments", title="Refused",
+                      message=refusal.detail)
+    return render("segment_members.html", session=session, active="segments", segment=segment, page=page,
+                  first=cursor is None)
+
+
+@router.get("/segments/{name}/export.csv")
+async def segment_export(request: Request, name: str) -> Response:
+    """The segment for a CRM campaign: the API's CSV export, streamed (personal data: admin sessions only)."""
+    session = await _session_or_login(request)
+    if isinstance(session, Response):
+        return session
+    segment = _segment(name)
+    if segment is None:
+        return render("error.html", 404, session=session, active="segments", title="Not found",
+                      message="There is no such segment.")
+    p = session.principal
+    return StreamingResponse(
+        insight_service.export_rows(request.app.state.pool, p.program_id, p.currency, segment, "csv"),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{segment.value}.csv"'})
 
 
 def _twelve_months(today: date) -> tuple[date, date]:
