@@ -687,3 +687,101 @@ def test_the_backtest_runs_in_quick_mode(tmp_path):
     assert run["actual"]["unresolved"] == 0
     assert run["actual"]["redeemed"] + run["actual"]["breakage"] == run["outstanding_at_t"]
     assert abs(run["forecast"]["redeemed"] + run["forecast"]["breakage"] - run["outstanding_at_t"]) <= 2
+
+
+# --- audiences ------------------------------------------------------------------------------------------------
+
+
+@given(st.dates(), st.dates())
+def test_age_bands(birthday, on):
+    from app.insight.rfm import AGE_BANDS, age, age_band
+
+    band = age_band(birthday, on)
+    assert band in AGE_BANDS
+    a = age(birthday, on)
+    assert (band == "under_18") == (a < 18) and (band == "65_plus") == (a >= 65)
+    assert age_band(None, on) is None
+
+
+async def test_age_band_sql_agrees_with_python(db):
+    import random
+    from datetime import date
+
+    from app.insight.rfm import age_band
+
+    rng = random.Random(5)
+    pairs = [(date(2000, 2, 29), date(2018, 2, 28)), (date(2000, 2, 29), date(2018, 3, 1)),
+             (date(1990, 12, 31), date(2025, 12, 30)), (date(1990, 12, 31), date(2025, 12, 31))]
+    pairs += [(date.fromordinal(rng.randint(693000, 740000)), date.fromordinal(rng.randint(730000, 745000)))
+              for _ in range(300)]
+    got = await db.fetch("SELECT ledger.age_band(b, o) AS band FROM unnest($1::date[], $2::date[]) AS x(b, o)",
+                         [b for b, _ in pairs], [o for _, o in pairs])
+    assert [r["band"] for r in got] == [age_band(b, o) for b, o in pairs]
+
+
+async def test_audiences_combine_segment_stage_tier_balance_attributes_and_age(tenant, other_tenant, db):
+    today = _now().date()
+    born_30 = today.replace(year=today.year - 30) if not (today.month == 2 and today.day == 29) else today.replace(
+        year=today.year - 30, day=28)
+    await tenant.member("a1", name="Ann One", email="a1@example.com", birthday=born_30.isoformat(),
+                        attributes={"city": "Berlin", "gender": "f"})
+    await tenant.member("a2", name="Bo Two", attributes={"city": "Berlin"})
+    await tenant.member("a3", name="Cy Three", birthday=born_30.isoformat(), attributes={"city": "Hamburg"})
+    for m, days in (("a1", 1), ("a2", 1), ("a3", 200)):
+        await _purchase(tenant, m, days, "20.00")
+    await tenant.adjust("a1", 1000)
+    await other_tenant.member("a9", attributes={"city": "Berlin"})
+    await _refresh(db, tenant, _now())
+    seg_a1 = (await _insight(tenant, "a1"))["segment"]
+
+    async def create(name, f):
+        r = await tenant.client.post("/v1/audiences", json={"name": name, "filter": f}, headers=tenant.headers())
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def members(aud):
+        r = await tenant.client.get(f"/v1/audiences/{aud['id']}/members", headers=tenant.headers())
+        assert r.status_code == 200, r.text
+        return sorted(m["member_id"] for m in r.json()["data"])
+
+    berlin = await create("berlin", {"attributes": {"city": "Berlin"}})
+    assert await members(berlin) == ["a1", "a2"]
+    rich_berlin_30s = await create("rich", {"attributes": {"city": "Berlin"}, "min_available": 500,
+                                            "age_bands": ["25_34"], "segments": [seg_a1]})
+    assert await members(rich_berlin_30s) == ["a1"]
+    lapsing = await create("lapsing", {"stages": ["at_risk", "lapsed"]})
+    assert await members(lapsing) == ["a3"]
+    everyone = await create("everyone", {})
+    assert await members(everyone) == ["a1", "a2", "a3"]
+    r = await tenant.client.get(f"/v1/audiences/{berlin['id']}", headers=tenant.headers())
+    assert r.json()["members"] == 2 and r.json()["as_of"] is not None
+    # names are unique; unknown criteria and values are refused
+    r = await tenant.client.post("/v1/audiences", json={"name": "berlin"}, headers=tenant.headers())
+    assert r.status_code == 422
+    r = await tenant.client.post("/v1/audiences", json={"name": "x", "filter": {"segments": ["vip"]}},
+                                 headers=tenant.headers())
+    assert r.status_code == 422
+    r = await tenant.client.post("/v1/audiences", json={"name": "x", "filter": {"colour": "red"}},
+                                 headers=tenant.headers())
+    assert r.status_code == 422
+    # listed, changed, exported, deleted; another programme sees none of it
+    listed = (await tenant.client.get("/v1/audiences", headers=tenant.headers())).json()["data"]
+    assert {a["name"] for a in listed} == {"berlin", "rich", "lapsing", "everyone"}
+    r = await tenant.client.put(f"/v1/audiences/{berlin['id']}", json={
+        "name": "hamburg", "filter": {"attributes": {"city": "Hamburg"}}}, headers=tenant.headers())
+    assert r.status_code == 200 and await members(berlin) == ["a3"]
+    r = await tenant.client.get(f"/v1/audiences/{everyone['id']}/members/export", params={"format": "jsonl"},
+                                headers=tenant.headers())
+    assert sorted(json.loads(x)["member_id"] for x in r.text.splitlines()) == ["a1", "a2", "a3"]
+    assert "a9" not in r.text
+    assert (await other_tenant.client.get(f"/v1/audiences/{everyone['id']}",
+                                          headers=other_tenant.headers())).status_code == 404
+    assert (await other_tenant.client.get("/v1/audiences", headers=other_tenant.headers())).json()["data"] == []
+    # an erased member matches no attribute or age criterion, and its contact details leave the export
+    await tenant.client.delete("/v1/members/a1/personal-data", headers=tenant.headers())
+    assert await members(rich_berlin_30s) == []
+    r = await tenant.client.get(f"/v1/audiences/{everyone['id']}/members/export", headers=tenant.headers())
+    assert "a1" in r.text and "Ann" not in r.text and "a1@example.com" not in r.text
+    r = await tenant.client.delete(f"/v1/audiences/{everyone['id']}", headers=tenant.headers())
+    assert r.status_code == 204
+    assert (await tenant.client.get(f"/v1/audiences/{everyone['id']}", headers=tenant.headers())).status_code == 404

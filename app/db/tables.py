@@ -747,6 +747,19 @@ member_insights = sa.Table(
     comment="derived, replaced by every refresh; not part of the ledger",
 )
 
+audiences = sa.Table(
+    "audiences",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="opaque to clients (aud_...)"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("filter", pg.JSONB, nullable=False, comment="app/insight/schemas.py AudienceFilter"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "name"),
+    comment="saved member filters (issue 17)",
+)
+
 # issue 17: the dashboard's sign-in sessions (app/dashboard/sessions.py).
 dashboard_sessions = sa.Table(
     "dashboard_sessions",

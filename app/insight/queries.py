@@ -260,3 +260,68 @@ LIABILITY_NOW = """
 SELECT coalesce(sum(available + pending + held), 0) AS outstanding, coalesce(sum(held), 0) AS held
   FROM member_balances WHERE program_id = $1
 """
+
+
+# --- audiences -----------------------------------------------------------------------------------------------
+
+AUDIENCE_COLUMNS = "ledger.public_id('aud', id) AS id, name, filter, created_at, updated_at"
+
+AUDIENCE_CREATE = f"""
+INSERT INTO audiences (program_id, name, filter) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (program_id, name) DO NOTHING
+RETURNING {AUDIENCE_COLUMNS}
+"""
+
+AUDIENCE_UPDATE = f"""
+UPDATE audiences SET name = $3, filter = $4::jsonb, updated_at = now()
+ WHERE program_id = $1 AND id = ledger.row_id('aud', $2)
+RETURNING {AUDIENCE_COLUMNS}
+"""
+
+AUDIENCE_NAME_TAKEN = """
+SELECT EXISTS (SELECT 1 FROM audiences
+                WHERE program_id = $1 AND name = $2 AND id <> coalesce(ledger.row_id('aud', $3), 0))
+"""
+
+AUDIENCE_GET = f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE program_id = $1 AND id = ledger.row_id('aud', $2)"
+
+AUDIENCE_DELETE = "DELETE FROM audiences WHERE program_id = $1 AND id = ledger.row_id('aud', $2) RETURNING id"
+
+AUDIENCE_LIST = f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE program_id = $1 ORDER BY name LIMIT 1000"
+
+# The members matching a filter (every parameter NULL: no criterion): $2 segments, $3 stages, $4 tiers,
+# $5 min_available, $6 max_available, $7 attributes (jsonb containment), $8 age bands on the day $9.
+_AUDIENCE_WHERE = """
+  FROM members m
+  LEFT JOIN member_insights i ON i.member_id = m.id
+  LEFT JOIN member_balances b ON b.member_id = m.id
+  LEFT JOIN member_tiers t ON t.member_id = m.id
+ WHERE m.program_id = $1
+   AND ($2::text[] IS NULL OR i.segment = ANY ($2::text[]))
+   AND ($3::text[] IS NULL OR i.stage = ANY ($3::text[]))
+   AND ($4::text[] IS NULL OR t.tier = ANY ($4::text[]))
+   AND ($5::bigint IS NULL OR coalesce(b.available, 0) >= $5::bigint)
+   AND ($6::bigint IS NULL OR coalesce(b.available, 0) <= $6::bigint)
+   AND ($7::jsonb IS NULL OR m.attributes @> $7::jsonb)
+   AND ($8::text[] IS NULL OR ledger.age_band(m.birthday, $9::date) = ANY ($8::text[]))
+"""
+
+AUDIENCE_SIZE = "SELECT count(*) " + _AUDIENCE_WHERE
+
+# A page after member row $10 (0: from the start), $11 rows.
+AUDIENCE_PAGE = """
+SELECT m.id AS member_pk, m.external_id, i.segment, i.stage, t.tier, coalesce(b.available, 0) AS available
+""" + _AUDIENCE_WHERE + """
+   AND m.id > $10
+ ORDER BY m.id
+ LIMIT $11
+"""
+
+AUDIENCE_EXPORT = """
+SELECT m.external_id AS member_id, m.name, m.email, m.phone, i.segment, i.stage, t.tier,
+       coalesce(b.available, 0) AS available
+""" + _AUDIENCE_WHERE + """
+ ORDER BY m.id
+"""
+
+LAST_AS_OF = "SELECT as_of FROM insight_refreshes WHERE program_id = $1 ORDER BY id DESC LIMIT 1"

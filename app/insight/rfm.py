@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 
@@ -150,3 +151,26 @@ def lifecycle_stage(t: Thresholds, days_since_enrolment: int, days_since_last: i
     if gap_before_last is not None and gap_before_last >= t.lapsed_days:
         return Stage.REACTIVATED
     return Stage.ACTIVE
+
+
+AGE_BANDS = ("under_18", "18_24", "25_34", "35_44", "45_54", "55_64", "65_plus")
+
+
+def age(birthday: date, on: date) -> int:
+    """Whole years from ``birthday`` to ``on`` (a 29 February birthday counts on 1 March in other years)."""
+    years = on.year - birthday.year
+    if (on.month, on.day) < (birthday.month, birthday.day):
+        years -= 1
+    return years
+
+
+def age_band(birthday: date | None, on: date) -> str | None:
+    """The audience age band of a member on a day (None without a birthday)."""
+    if birthday is None:
+        return None
+    a = age(birthday, on)
+    for limit, band in ((18, "under_18"), (25, "18_24"), (35, "25_34"), (45, "35_44"), (55, "45_54"),
+                        (65, "55_64")):
+        if a < limit:
+            return band
+    return "65_plus"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.insight.rfm import Segment, Stage
 from app.money import DecimalText
@@ -206,3 +206,71 @@ class LiabilityForecast(BaseModel):
     later: ForecastLater = Field(description="After the horizon")
     rates: list[AgeRate] = Field(description="The redemption rates by lot age the forecast used (observed ages)")
     tail_rate: DecimalText = Field(description="The rate used beyond the observed ages (mean of the last three)")
+
+
+# --- audiences ------------------------------------------------------------------------------------------------
+
+AgeBand = Literal["under_18", "18_24", "25_34", "35_44", "45_54", "55_64", "65_plus"]
+AttributeValue = Annotated[str, Field(max_length=200)] | int | bool
+
+
+class AudienceFilter(BaseModel):
+    """Every criterion given must hold (AND); within a list, any value (OR). Empty: every member."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segments: Annotated[list[Segment], Field(min_length=1, max_length=11)] | None = Field(
+        default=None, description="RFM segments of the last refresh")
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=5)] | None = Field(
+        default=None, description="Lifecycle stages of the last refresh")
+    tiers: Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]],
+                     Field(min_length=1, max_length=20)] | None = Field(default=None, description="Current tiers")
+    min_available: Annotated[int, Field(ge=-(10**12), le=10**12)] | None = Field(
+        default=None, description="Available points at least this (live)")
+    max_available: Annotated[int, Field(ge=-(10**12), le=10**12)] | None = Field(
+        default=None, description="Available points at most this (live)")
+    attributes: Annotated[dict[Annotated[str, Field(min_length=1, max_length=100)], AttributeValue],
+                          Field(min_length=1, max_length=20)] | None = Field(
+        default=None, description="The member's own attributes, each equal to the value given "
+        "(e.g. {\"city\": \"Berlin\"})")
+    age_bands: Annotated[list[AgeBand], Field(min_length=1, max_length=7)] | None = Field(
+        default=None, description="Age bands from the birthday, on the day of the request (members without a "
+        "birthday never match)")
+
+
+class AudienceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    filter: AudienceFilter = Field(default_factory=AudienceFilter)
+
+
+class Audience(BaseModel):
+    id: str = Field(examples=["aud_3f9c2a7d1e4b8c60"])
+    name: str
+    filter: AudienceFilter
+    created_at: datetime
+    updated_at: datetime
+
+
+class AudienceWithSize(Audience):
+    members: int = Field(description="Members matching now (segments and stages: as of the last refresh)")
+    as_of: datetime | None = Field(description="The refresh segment and stage criteria read")
+
+
+class AudienceList(BaseModel):
+    data: list[Audience]
+
+
+class AudienceMember(BaseModel):
+    member_id: str
+    segment: Segment | None
+    stage: Stage | None
+    tier: str | None
+    available: int
+
+
+class AudienceMemberPage(BaseModel):
+    data: list[AudienceMember]
+    next_cursor: str | None
+    has_more: bool

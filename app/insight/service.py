@@ -258,7 +258,7 @@ def _cell(value: Any) -> Any:
 _PERSONAL = ("name", "email", "phone")
 
 
-def _csv_safe(value: Any) -> Any:
+def csv_safe(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) is prefixed with '."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
@@ -285,7 +285,7 @@ async def export_rows(pool: asyncpg.Pool, program_id: UUID, currency: str, segme
                 buf = io.StringIO()
                 writer = csv.writer(buf, lineterminator="\n")
                 for r in rows:
-                    writer.writerow(["" if r[c] is None else _csv_safe(_cell(r[c])) if c in _PERSONAL else _cell(r[c])
+                    writer.writerow(["" if r[c] is None else csv_safe(_cell(r[c])) if c in _PERSONAL else _cell(r[c])
                                      for c in EXPORT_COLUMNS])
                 yield buf.getvalue().encode()
             else:

@@ -65,3 +65,11 @@ END $$;
 CREATE FUNCTION ledger.month_index(p_at timestamptz) RETURNS integer LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT (extract(year FROM p_at AT TIME ZONE 'UTC') * 12 + extract(month FROM p_at AT TIME ZONE 'UTC') - 1)::integer
 $$;
+
+-- A member's age band on a day (audiences; app/insight/rfm.py age_band is the same rule). NULL without a birthday.
+CREATE FUNCTION ledger.age_band(p_birthday date, p_on date) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN p_birthday IS NULL THEN NULL
+                WHEN a < 18 THEN 'under_18' WHEN a < 25 THEN '18_24' WHEN a < 35 THEN '25_34'
+                WHEN a < 45 THEN '35_44' WHEN a < 55 THEN '45_54' WHEN a < 65 THEN '55_64' ELSE '65_plus' END
+      FROM (SELECT extract(year FROM age(p_on, p_birthday))::integer AS a) x
+$$;

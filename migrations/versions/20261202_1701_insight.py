@@ -4,6 +4,7 @@
   ledger: derived from `member_purchase_days` and `members`).
 * `insight_refreshes`: one row per refresh of a programme: when, the window and thresholds used, and the sizes,
   spend and movement per segment and per stage (what `GET /v1/segments` answers, and compares with the one before).
+* `audiences`: named, saved filters over segment, stage, tier, balance and the member's own attributes.
 
 The functions are in migrations/functions/97_insight.sql.
 
@@ -66,8 +67,24 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_member_insights_program_id_segment_member_id"), "member_insights",
                     ["program_id", "segment", "member_id"])
+    op.create_table(
+        "audiences",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False,
+                  comment="opaque to clients (aud_...)"),
+        sa.Column("program_id", sa.UUID(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("filter", postgresql.JSONB(astext_type=sa.Text()), nullable=False,
+                  comment="app/insight/schemas.py AudienceFilter"),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_audiences_program_id_programs")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audiences")),
+        sa.UniqueConstraint("program_id", "name", name=op.f("uq_audiences_program_id_name")),
+        comment="saved member filters (issue 17)",
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("audiences")
     op.drop_table("member_insights")
     op.drop_table("insight_refreshes")
