@@ -196,6 +196,7 @@ async def test_member_lookup_shows_the_apis_figures_and_never_another_programs_m
     assert f'id="lifetime-redeemed">{balance["lifetime_redeemed"]:,}<' in page.text
     activity = (await tenant.client.get("/v1/members/dash-1/activity", headers=tenant.headers())).json()
     assert all(f'data-entry-id="{e["id"]}"' in page.text for e in activity["data"])
+    assert ">+1,500<" in page.text and ">-200<" in page.text  # the entries' movements of available points
     hidden = await browser_client.get("/dashboard/members", params={"member_id": "dash-other"})
     assert hidden.status_code == 404 and "No member dash-other in this programme" in hidden.text
     assert "dash-other" not in hidden.text.split('id="error"')[0].split("<main>")[1].replace(
