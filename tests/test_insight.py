@@ -785,3 +785,36 @@ async def test_audiences_combine_segment_stage_tier_balance_attributes_and_age(t
     r = await tenant.client.delete(f"/v1/audiences/{everyone['id']}", headers=tenant.headers())
     assert r.status_code == 204
     assert (await tenant.client.get(f"/v1/audiences/{everyone['id']}", headers=tenant.headers())).status_code == 404
+
+
+# --- targeting: earn rules by segment and stage ------------------------------------------------------------------
+
+
+async def test_earn_rules_target_segments_and_stages_of_the_last_refresh(tenant, db):
+    """"Double points for champions" and "50 points to win back members at risk" are one rule each; the
+    condition reads the last refresh, and the award's breakdown names the rule that applied."""
+    await _build(tenant)  # ann: champions (stage new), dan: hibernating / at_risk, bob: loyal
+    rules = {"base": {"points_per_unit": "1"}, "rules": [
+        {"id": "champions-2x", "kind": "multiplier", "factor": "2", "conditions": {"segments": ["champions"]}},
+        {"id": "win-back", "kind": "fixed_bonus", "points": 50, "conditions": {"stages": ["at_risk"]}}]}
+    r = await tenant.client.put("/v1/program/earn-rules", json=rules, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+
+    async def quote(member):
+        r = await tenant.client.post("/v1/purchases/quote", json={
+            "member_id": member, "order_id": uuid.uuid4().hex, "currency": "EUR", "total": "10.00",
+            "lines": [{"sku": "X", "quantity": 1, "unit_price": "10.00"}]}, headers=tenant.headers())
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    before = {m: (await quote(m))["points"] for m in ("ann", "dan", "bob")}
+    assert before == {"ann": 10, "dan": 10, "bob": 10}  # not refreshed yet: no segment, no stage
+    await _refresh(db, tenant, _now())
+    ann, dan, bob, stranger = [await quote(m) for m in ("ann", "dan", "bob", "stranger")]
+    assert ann["points"] == 20 and "champions-2x" in json.dumps(ann["award"]) and "win-back" not in json.dumps(ann)
+    assert dan["points"] == 60 and "win-back" in json.dumps(dan["award"])
+    assert bob["points"] == 10 and stranger["points"] == 10
+    r = await tenant.client.put("/v1/program/earn-rules", json={"base": {"points_per_unit": "1"}, "rules": [
+        {"id": "x", "kind": "multiplier", "factor": "2", "conditions": {"segments": ["vip"]}}]},
+        headers=tenant.headers())
+    assert r.status_code == 422
