@@ -541,6 +541,37 @@ def evaluate_tiers(as_of: AsOfOpt = None, batch: BatchOpt = 500, program: Progra
               f"in {r.seconds:.2f}s" + (f" ({_scope_text(program_id)}; dry run, nothing changed)" if dry_run else ""))
 
 
+insight_cli = typer.Typer(help="Insight: RFM segments and lifecycle stages (see README, Insight).",
+                          no_args_is_help=True)
+cli.add_typer(insight_cli, name="insight")
+
+
+@insight_cli.command("refresh")
+def insight_refresh(as_of: AsOfOpt = None, program: ProgramOpt = None, progress: ProgressOpt = False,
+                    as_json: JsonOpt = False) -> None:
+    """Recompute every member's RFM scores, segment and stage as of --as-of, one transaction per programme;
+    members whose segment changed are announced (member.segment_changed)."""
+    from app.insight.service import STEPS, RefreshResult, programs_to_refresh, refresh
+
+    moment, program_id = _as_of(as_of), _program_id(program)
+
+    async def run(pool: Any) -> RefreshResult:
+        await _require_program(pool, program_id)
+        total = len(await programs_to_refresh(pool, program_id)) * len(STEPS)
+        with _progress(_show(progress) and total > 0) as bar:
+            task = bar.add_task("insight refresh", total=total, detail="")
+            return await refresh(pool, moment, program_id, lambda r, step: bar.update(
+                task, completed=r.steps, detail=f"{r.programs} programmes, {r.members} members; {step} done"))
+
+    r = with_database(run)
+    if as_json:
+        out.print(json.dumps({"programs": r.programs, "members": r.members, "segment_changes": r.segment_changes,
+                              "seconds": round(r.seconds, 3), "per_program": r.per_program}))
+    else:
+        out.print(f"refreshed {r.programs} programmes, {r.members} members: {r.segment_changes} changed segment "
+                  f"in {r.seconds:.2f}s")
+
+
 @cli.command("release-holds")
 def release_holds(program: ProgramOpt = None, dry_run: DryRunOpt = False, progress: ProgressOpt = False) -> None:
     """Release every open hold past its expiry now (points back to available, to their own lots)."""

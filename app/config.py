@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     changes_retention_days: int = Field(
         default=30, ge=1, description="Days the change feed keeps an event (and webhook deliveries their log); "
         "older ones are purged hourly")
+    insight_refresh_hours: float = Field(
+        default=24.0, gt=0, description="The scheduler refreshes a programme's insight (RFM segments, lifecycle "
+        "stages) when its last refresh is older than this (checked every 10 minutes)")
     webhook_worker: bool = Field(
         default=True, description="Deliver webhooks from this process. Every process may: they claim deliveries "
         "with FOR UPDATE SKIP LOCKED, so no attempt is sent twice")
@@ -102,6 +105,12 @@ class Settings(BaseSettings):
     webhook_disable_after_days: float = Field(
         default=5.0, gt=0, description="An endpoint with no successful delivery for this long, while failing, is "
         "disabled (and `webhook_endpoint.disabled` announced)")
+    dashboard_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30, description="A dashboard sign-in lasts this long (then sign in again); "
+        "revoking the admin key ends its sessions at once")
+    dashboard_secure_cookie: bool = Field(
+        default=False, description="Always mark the dashboard's session cookie Secure (set it when TLS ends at a "
+        "proxy in front of the service). Off: Secure when the request itself came over https")
     api_key_cache_seconds: float = Field(
         default=60.0,
         description="Seconds an authenticated key is cached in process (0 = look up on every request). "

@@ -687,6 +687,8 @@ vouchers = sa.Table(
     sa.Index("ix_vouchers_issued_expiry", "expires_at",
              postgresql_where=sa.text("status = 'issued' AND expires_at IS NOT NULL")),
     sa.Index("ix_vouchers_issued_program", "program_id", "reward_id", postgresql_where=sa.text("status = 'issued'")),
+    # issue 17: the dashboard's top rewards of a period (migration 1702)
+    sa.Index(None, "program_id", "issued_at"),
 )
 
 partner_codes = sa.Table(
@@ -701,4 +703,76 @@ partner_codes = sa.Table(
     sa.UniqueConstraint("reward_id", "code"),
     sa.UniqueConstraint("voucher_id"),
     sa.Index("ix_partner_codes_unused", "reward_id", "id", postgresql_where=sa.text("voucher_id IS NULL")),
+)
+
+
+# Insight (issue 17): derived from member_purchase_days and members by the refresh (migrations/functions/97_insight.sql,
+# app/insight/); not part of the ledger. member_insights is replaced by every refresh of its programme.
+insight_refreshes = sa.Table(
+    "insight_refreshes",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False,
+              comment="the instant the refresh computed for (its UTC day is the day D of the rules)"),
+    sa.Column("window_days", sa.Integer, nullable=False, comment="frequency and monetary: the last N days"),
+    sa.Column("median_interval_days", sa.Numeric,
+              comment="the programme's median inter-purchase interval (NULL: no member with two purchase days)"),
+    sa.Column("thresholds", pg.JSONB, nullable=False, comment="new_days, at_risk_days, lapsed_days in force"),
+    sa.Column("members", sa.BigInteger, nullable=False),
+    sa.Column("summary", pg.JSONB, nullable=False,
+              comment="per segment and stage: members, spend, moved_in, moved_out"),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Index(None, "program_id", "id"),
+    comment="one row per insight refresh of a programme",
+)
+
+member_insights = sa.Table(
+    "member_insights",
+    metadata,
+    sa.Column("member_id", sa.BigInteger, primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("refresh_id", sa.BigInteger, nullable=False),
+    sa.Column("first_purchase_on", sa.Date),
+    sa.Column("last_purchase_on", sa.Date),
+    sa.Column("recency_days", sa.Integer, comment="days from the last purchase to the refresh"),
+    sa.Column("frequency", sa.Integer, nullable=False, comment="purchases in the window"),
+    sa.Column("monetary", sa.Numeric, nullable=False, comment="eligible spend in the window"),
+    sa.Column("r_score", sa.SmallInteger),
+    sa.Column("f_score", sa.SmallInteger),
+    sa.Column("m_score", sa.SmallInteger),
+    sa.Column("segment", sa.Text, comment="NULL: never purchased"),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Index(None, "program_id", "segment", "member_id"),
+    comment="derived, replaced by every refresh; not part of the ledger",
+)
+
+audiences = sa.Table(
+    "audiences",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="opaque to clients (aud_...)"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("filter", pg.JSONB, nullable=False, comment="app/insight/schemas.py AudienceFilter"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("program_id", "name"),
+    comment="saved member filters (issue 17)",
+)
+
+# issue 17: the dashboard's sign-in sessions (app/dashboard/sessions.py).
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("token_hash", sa.LargeBinary, nullable=False,
+              comment="SHA-256 of the session token; the token is only in the browser's cookie"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), sa.ForeignKey("programs.id"), nullable=False),
+    sa.Column("key_id", pg.UUID(as_uuid=True), sa.ForeignKey("api_keys.id"), nullable=False,
+              comment="the admin key signed in with; revoked, the session ends"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("token_hash"),
+    sa.Index(None, "key_id"),
+    sa.Index(None, "expires_at"),
 )

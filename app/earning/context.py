@@ -37,6 +37,8 @@ class PurchaseContext(_FromRecord):
     metric_purchases: int
     existing_hash: bytes | None
     rule_counts: Any
+    segment: str | None
+    stage: str | None
 
 
 @dataclass(frozen=True, slots=True)

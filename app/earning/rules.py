@@ -24,7 +24,8 @@ Evaluation order of :func:`evaluate`
    ``round_per="line"`` rounds each line; ``round_per="order"`` rounds the order's sum once and apportions it to
    the lines by largest remainder (weights: each line's unrounded base points).
 5. **Which rules apply**, decided once per order, rules taken in (``priority``, ``id``) order. A rule *applies
-   to the order* when its order conditions hold (store, channel, tier, weekday, dates, times, and ``birthday``:
+   to the order* when its order conditions hold (store, channel, tier, weekday, dates, times, RFM ``segments``
+   and lifecycle ``stages`` of the last insight refresh, and ``birthday``:
    ``same_day``/``same_month`` as the member's birthday, a 29 February birthday matching 28 February in non-leap
    years and a member without a birthday never matching; ``not_same_day``/``not_same_month`` the opposite), it
    has at least one *basis line* (a non-excluded line with eligible amount > 0 that satisfies its line
@@ -108,6 +109,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from app.errors import DomainError
+from app.insight.rfm import Segment, Stage
 from app.ledger.schemas import MAX_POINTS
 from app.money import DecimalText
 
@@ -183,10 +185,16 @@ class Conditions(BaseModel):
         default=None, description="The member's birthday: same_day / same_month as the purchase's local date (a "
         "member without a birthday never matches), or not_same_day / not_same_month (a member without one always "
         "matches)")
+    segments: list[Segment] | None = Field(
+        default=None, description="The member's RFM segment at the last insight refresh (a member without one "
+        "never matches)")
+    stages: list[Stage] | None = Field(
+        default=None, description="The member's lifecycle stage at the last insight refresh (a member "
+        "without one never matches)")
 
     @model_validator(mode="after")
     def _coherent(self) -> Conditions:
-        for name in ("categories", "skus", "store_ids", "channels", "tiers", "days_of_week"):
+        for name in ("categories", "skus", "store_ids", "channels", "tiers", "days_of_week", "segments", "stages"):
             _no_empty(getattr(self, name), name)
         if self.date_from is not None and self.date_to is not None and self.date_from > self.date_to:
             raise ValueError("date_from must not be after date_to")
@@ -413,6 +421,8 @@ class MemberFacts:
     earned_today: int
     earned_this_month: int
     rule_counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    segment: str | None = None  # the last insight refresh's RFM segment and lifecycle stage (issue 17)
+    stage: str | None = None
 
     def __post_init__(self) -> None:
         if self.earned_today < 0 or self.earned_this_month < 0:
@@ -586,6 +596,8 @@ def _order_conditions_hold(cond: Conditions, purchase: Purchase, member: MemberF
         and (cond.date_to is None or today <= cond.date_to)
         and _in_window(local.time(), cond.time_from, cond.time_to)
         and (cond.birthday is None or _birthday_condition_holds(cond.birthday, member.birthday, today))
+        and (cond.segments is None or member.segment in cond.segments)
+        and (cond.stages is None or member.stage in cond.stages)
     )
 
 

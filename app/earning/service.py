@@ -271,7 +271,7 @@ class _Evaluation:
         rules = with_tier_multiplier(self.rules, config, tier)
         facts = MemberFacts(tier=tier, birthday=ctx.birthday, first_purchase=ctx.first_purchase,
                             earned_today=ctx.earned_today, earned_this_month=ctx.earned_this_month,
-                            rule_counts=rule_counts(rules, ctx.rule_counts))
+                            rule_counts=rule_counts(rules, ctx.rule_counts), segment=ctx.segment, stage=ctx.stage)
         return evaluate(rules, _rules_purchase(self.data, self.occurred_at), facts, self.tz)
 
     def tier_change(self, ctx: PurchaseContext, award: Award, qualifying: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ class EventType(StrEnum):
     MEMBER_CREATED = "member.created"
     MEMBER_UPDATED = "member.updated"
     MEMBER_ERASED = "member.erased"
+    MEMBER_SEGMENT_CHANGED = "member.segment_changed"
     REWARD_EXCHANGED = "reward.exchanged"
     REWARD_STOCK_LOW = "reward.stock_low"
     VOUCHER_ISSUED = "voucher.issued"

@@ -102,6 +102,7 @@ def default_jobs(settings: Settings) -> list[Job]:
     from app.earning.service import activate_due_pending
     from app.events.service import purge_changes
     from app.expiry.service import announce_expiring, expire_now
+    from app.insight.service import refresh_due
     from app.redemption.service import release_expired_holds
     from app.rewards.service import expire_vouchers
     from app.tiers.service import evaluate_now
@@ -112,6 +113,9 @@ def default_jobs(settings: Settings) -> list[Job]:
     async def purge_feed(pool: asyncpg.Pool) -> int:
         return await purge_changes(pool, settings.changes_retention_days)
 
+    async def refresh_insight(pool: asyncpg.Pool) -> int:
+        return await refresh_due(pool, settings.insight_refresh_hours)
+
     return [
         Job("release-holds", 5.0, release_expired_holds),
         Job("release-pending", 30.0, activate_due_pending),
@@ -121,4 +125,5 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("evaluate-tiers", 3600.0, evaluate_now),
         Job("purge-idempotency-keys", 3600.0, purge),
         Job("purge-changes", 3600.0, purge_feed),
+        Job("insight-refresh", 600.0, refresh_insight),
     ]

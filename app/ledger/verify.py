@@ -18,7 +18,9 @@ Checks (each set-based, one statement):
   its points from available to redeemed and consumed lots for all of them; a cancelled voucher (or an expired one its
   reward refunds) has the refund entry that gave them back (to available as restored into lots, to expired) and no
   other voucher has one; every exchange and exchange refund entry is some voucher's; a partner-code reward's stock
-  is its unused codes, and each of its vouchers holds exactly one code of that reward.
+  is its unused codes, and each of its vouchers holds exactly one code of that reward;
+* the liability (issue 17): each program's points owed, -(postings to issued, adjustments, redeemed and expired),
+  equal the sum of its members' available, pending and held balances.
 """
 
 from __future__ import annotations
@@ -234,6 +236,22 @@ CHECKS: dict[str, str] = {
         WHERE ($1::uuid IS NULL OR v.program_id = $1) AND v.kind = 'partner_code'
           AND (SELECT count(*) FROM partner_codes c
                 WHERE c.voucher_id = v.id AND c.reward_id = v.reward_id AND c.program_id = v.program_id) <> 1
+    """,
+    # Insight (issue 17): the liability in points, -(postings to issued, adjustments, redeemed, expired), equals the
+    # members' available + pending + held (what GET /v1/analytics/summary reports as outstanding).
+    "liability_mismatch": """
+        WITH ledger AS (
+            SELECT program_id, -sum(points) AS liability FROM postings
+            WHERE ($1::uuid IS NULL OR program_id = $1) AND account IN ('issued', 'adjustments', 'redeemed', 'expired')
+            GROUP BY program_id
+        ), balances AS (
+            SELECT program_id, sum(available + pending + held) AS balances FROM member_balances
+            WHERE ($1::uuid IS NULL OR program_id = $1) GROUP BY program_id
+        )
+        SELECT coalesce(l.program_id, b.program_id) AS program_id, coalesce(l.liability, 0) AS liability,
+               coalesce(b.balances, 0) AS balances
+        FROM ledger l FULL JOIN balances b ON b.program_id = l.program_id
+        WHERE coalesce(l.liability, 0) <> coalesce(b.balances, 0)
     """,
 }
 

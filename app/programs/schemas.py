@@ -48,6 +48,20 @@ class ProgramSettings(BaseModel):
         default=None, description="Purchases and events dated more than this many days ago are refused (422 "
         "occurred_at_too_old). Unset: no age limit, but never before the program's first earn rules")
 
+    # Insight (issue 17; README "Insight"): the refresh's window and the lifecycle thresholds. Unset thresholds
+    # are relative to the programme's median inter-purchase interval I: new 2 I, at risk 2 I, lapsed 4 I.
+    insight_window_days: Annotated[int, Field(ge=1, le=3660)] = Field(
+        default=365, description="RFM frequency and monetary count the purchases of the last N days")
+    lifecycle_new_days: Annotated[int, Field(ge=1, le=3660)] | None = Field(
+        default=None, description="A member is `new` this many days after the first purchase (or enrolment, "
+        "without purchases). Unset: twice the programme's median inter-purchase interval")
+    lifecycle_at_risk_days: Annotated[int, Field(ge=1, le=3660)] | None = Field(
+        default=None, description="A member is `at_risk` this many days after the last purchase. Unset: twice "
+        "the median inter-purchase interval")
+    lifecycle_lapsed_days: Annotated[int, Field(ge=1, le=3660)] | None = Field(
+        default=None, description="A member is `lapsed` this many days after the last purchase (and "
+        "`reactivated` after a gap this long). Unset: four times the median inter-purchase interval")
+
 
     @field_validator("expiring_notice_days")
     @classmethod

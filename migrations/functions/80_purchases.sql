@@ -111,7 +111,9 @@ CREATE TYPE ledger.purchase_context AS (
     metric_spend numeric,
     metric_purchases bigint,
     existing_hash bytea,       -- the content hash of the purchase already posted with this order id
-    rule_counts jsonb          -- the member's counts of the limited rules (ledger.rule_counts; NULL: none asked)
+    rule_counts jsonb,         -- the member's counts of the limited rules (ledger.rule_counts; NULL: none asked)
+    segment text,              -- the member's RFM segment and lifecycle stage of the last insight refresh (issue 17)
+    stage text
 );
 
 -- p_day_start / p_month_start: the local day and month of the purchase (NULL when no cap needs them);
@@ -136,10 +138,12 @@ RETURNS SETOF ledger.purchase_context LANGUAGE sql STABLE AS $$
            coalesce(x.points, 0), coalesce(x.spend, 0), coalesce(x.purchases, 0),
            (SELECT p.content_hash FROM purchases p WHERE p.program_id = p_program AND p.order_id = p_order_id),
            CASE WHEN p_rules IS NOT NULL AND m.id IS NOT NULL
-                THEN ledger.rule_counts(m.id, p_rules, p_occurred_at, p_tz) END
+                THEN ledger.rule_counts(m.id, p_rules, p_occurred_at, p_tz) END,
+           i.segment, i.stage
       FROM (SELECT 1) one
       LEFT JOIN ledger.member(p_program, p_member_ref) m ON true
       LEFT JOIN member_balances b ON b.member_id = m.id
+      LEFT JOIN member_insights i ON i.member_id = m.id
       LEFT JOIN member_tiers t ON t.member_id = m.id
       LEFT JOIN LATERAL ledger.tier_metrics(ARRAY[m.id], p_window_start, p_occurred_at, p_bonuses) x
              ON p_window_start IS NOT NULL AND m.id IS NOT NULL

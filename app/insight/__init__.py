@@ -1,0 +1,1 @@
+"""Insight: RFM scores and segments, lifecycle stages, programme health, liability (issue 17)."""
