@@ -5,8 +5,8 @@ stay clean (a Content-Security-Policy violation is a console error).
 
 The test signs in (a read key cannot), checks the figures on each page against the API, checks that a forged
 cross-site form cannot sign the user out (SameSite=Strict, CSRF token), signs out, and saves a screenshot of each
-page in PL_SCREENSHOT_DIR (default build/screenshots/; the README's are in docs/screenshots/, refreshed with
-`PL_SCREENSHOT_DIR=docs/screenshots .venv/bin/pytest tests/test_dashboard_browser.py`)."""
+page in PL_SCREENSHOT_DIR (default build/screenshots/; the README's are in tests/screenshots/, refreshed with
+`PL_SCREENSHOT_DIR=tests/screenshots .venv/bin/pytest tests/test_dashboard_browser.py`)."""
 
 from __future__ import annotations
 
