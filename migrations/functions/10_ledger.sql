@@ -67,6 +67,12 @@ LANGUAGE sql STABLE AS $$
      WHERE m.program_id = p_program AND m.external_id = p_member_ref
 $$;
 
+-- The member a member's rows now belong to: itself, or the survivor it was merged into (issue 15). Writes addressed by
+-- another id (a purchase's return) post to this member.
+CREATE FUNCTION ledger.survivor(p_member_pk bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT coalesce(m.merged_into, m.id) FROM members m WHERE m.id = p_member_pk
+$$;
+
 -- A member as events show it (member.created, member.updated, member.erased): its reference, status and times,
 -- never its personal data.
 CREATE FUNCTION ledger.member_event(p_member_ref text, p_status text, p_created_at timestamptz,

@@ -17,7 +17,7 @@ BEGIN
         SELECT r.ref, NULL::text AS ord, m.id AS pk
           FROM unnest(p_member_refs) AS r(ref) CROSS JOIN LATERAL ledger.member(p_program, r.ref) m
         UNION ALL
-        SELECT NULL, p.order_id, p.member_id FROM purchases p
+        SELECT NULL, p.order_id, ledger.survivor(p.member_id) FROM purchases p
          WHERE p.program_id = p_program AND p.order_id = ANY (p_order_ids)
     ) x;
     IF v_members IS NOT NULL THEN

@@ -1,0 +1,116 @@
+-- Merging members (POST /v1/members/{member_id}/merge, admin): a customer with two cards keeps one.
+--
+-- The other member's points move to the survivor in ONE entry (kind `merge`, ledger.post_between): its available and
+-- pending balances, whatever they are (a negative available balance moves too). Its open lots are emptied into
+-- lots of the survivor that keep their expiry and, for pending points, their activation time (ledger.copy_lots):
+-- a merge never extends the life of points. The survivor's tier becomes the higher of the two (by the ladder in force).
+-- The merged-away member's history stays its own and readable: its entries keep its id, and the survivor's activity
+-- lists them (ledger.activity_read). From then on its reference is an alias: ledger.member, THE lookup of a member
+-- by reference, answers the survivor for it, so every read and write sent to it goes to the survivor.
+-- Refused while the other member has open holds (they reserve specific lots: capture or void them first).
+-- Idempotent: merging an alias into its survivor again answers the merge done (200, "replayed": true).
+
+CREATE FUNCTION ledger.merge_json(p_merge_pk bigint) RETURNS SETOF json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'member_id', s.external_id, 'merged_member_id', o.external_id,
+        'entry_id', ledger.public_id('ent', g.entry_id),
+        'available_points', coalesce((SELECT sum(p.points) FROM postings p WHERE p.entry_id = g.entry_id
+                                         AND p.member_id = g.member_id AND p.account = 'available'), 0),
+        'pending_points', coalesce((SELECT sum(p.points) FROM postings p WHERE p.entry_id = g.entry_id
+                                       AND p.member_id = g.member_id AND p.account = 'pending'), 0),
+        'tier_before', g.tier_before, 'tier', g.merged_tier, 'created_at', ledger.ts(g.created_at))
+      FROM member_merges g JOIN members s ON s.id = g.member_id JOIN members o ON o.id = g.merged_member_id
+     WHERE g.id = p_merge_pk
+$$;
+
+CREATE FUNCTION ledger.merge(p_program uuid, p_key text, p_fingerprint bytea, p_member_ref text, p_from_ref text)
+RETURNS ledger.answer LANGUAGE plpgsql AS $$
+DECLARE
+    a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
+    s members%ROWTYPE;
+    o members%ROWTYPE;
+    b member_balances;
+    sb member_balances;
+    st member_tiers%ROWTYPE;
+    ot member_tiers%ROWTYPE;
+    v_now timestamptz := now();
+    v_merge bigint;
+    v_entry bigint;
+    v_tier text;
+    v_spendable bigint;
+    v_body json;
+    e record;
+BEGIN
+    IF a.status IS NOT NULL THEN
+        RETURN a;
+    END IF;
+    SELECT * INTO s FROM ledger.member(p_program, p_member_ref);
+    IF NOT FOUND THEN
+        RETURN ledger.refusal('member_not_found', jsonb_build_object('member_id', p_member_ref));
+    END IF;
+    SELECT * INTO o FROM ledger.member(p_program, p_from_ref);
+    IF NOT FOUND THEN
+        RETURN ledger.refusal('member_not_found', jsonb_build_object('member_id', p_from_ref));
+    END IF;
+    IF o.id = s.id THEN
+        -- merged before (p_from_ref is an alias of the survivor now): the merge done, again
+        SELECT g.id INTO v_merge FROM member_merges g JOIN members m ON m.id = g.merged_member_id
+         WHERE m.program_id = p_program AND m.external_id = p_from_ref;
+        IF v_merge IS NULL THEN
+            RETURN ledger.refusal('same_member');
+        END IF;
+        RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, json_build_object(
+            'merge', (SELECT j FROM ledger.merge_json(v_merge) j), 'balance', (SELECT j FROM ledger.balance_json(s.id) j),
+            'replayed', true), true);
+    END IF;
+    PERFORM ledger.lock_members(ARRAY[s.id, o.id]);
+    PERFORM ledger.settle(o.id, v_now);  -- lapsed holds released, due pending points activated, due points expired
+    IF EXISTS (SELECT 1 FROM holds h WHERE h.member_id = o.id AND h.status = 'open') THEN
+        RETURN ledger.refusal('member_has_open_holds', jsonb_build_object(
+            'open_holds', (SELECT count(*) FROM holds h WHERE h.member_id = o.id AND h.status = 'open')));
+    END IF;
+    SELECT * INTO b FROM member_balances WHERE member_id = o.id;
+    SELECT * INTO sb FROM member_balances WHERE member_id = s.id;
+    IF b.available <> 0 OR b.pending <> 0 THEN
+        e := ledger.post(p_program, o.id, 'merge', v_now,
+                         ARRAY['available', 'available', 'pending', 'pending'],
+                         ARRAY[-b.available, b.available, -b.pending, b.pending],
+                         NULL, 'merged into ' || s.external_id,
+                         jsonb_build_object('member_id', s.external_id, 'merged_member_id', o.external_id),
+                         p_overdraw => true, p_members => ARRAY[o.id, s.id, o.id, s.id]);
+        v_entry := e.entry_pk;
+        -- every open lot of the other member is emptied into the merge entry, then recreated for the survivor
+        INSERT INTO lot_allocations (entry_id, lot_id, points)
+        SELECT v_entry, l.id, l.remaining FROM lots l WHERE l.member_id = o.id AND l.remaining > 0 ORDER BY l.id;
+        UPDATE lots SET remaining = 0 WHERE member_id = o.id AND remaining > 0;
+        PERFORM ledger.copy_lots(p_program, v_entry, o.id, s.id, sb.available);
+        -- a negative balance moved in: the survivor's spendable lots keep covering exactly max(available, 0)
+        SELECT coalesce(sum(l.remaining), 0) INTO v_spendable FROM lots l
+         WHERE l.member_id = s.id AND l.remaining > 0 AND NOT l.pending;
+        SELECT * INTO sb FROM member_balances WHERE member_id = s.id;
+        IF v_spendable > greatest(sb.available, 0) THEN
+            PERFORM ledger.consume_lots(s.id, v_entry, v_spendable - greatest(sb.available, 0));
+        END IF;
+    END IF;
+    -- the higher tier of the two, by the ladder in force
+    SELECT * INTO st FROM member_tiers WHERE member_id = s.id;
+    SELECT * INTO ot FROM member_tiers WHERE member_id = o.id;
+    v_tier := st.tier;
+    IF ot.tier IS NOT NULL AND (st.tier IS NULL OR coalesce(ledger.tier_rank(p_program, ot.tier, v_now), 0)
+                                                   > coalesce(ledger.tier_rank(p_program, st.tier, v_now), 0)) THEN
+        v_tier := ot.tier;
+        PERFORM ledger.save_tier(p_program, s.id, ot.tier, ot.valid_until, ot.manual_tier, ot.manual_until, v_now,
+                                 NULL, st.tier, 'merged', 'merge', o.external_id, NULL);
+    ELSE
+        UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = s.id;
+    END IF;
+    -- the alias: the other member (and whatever was merged into it before) now names the survivor
+    UPDATE members SET merged_into = s.id, updated_at = v_now WHERE id = o.id OR merged_into = o.id;
+    INSERT INTO member_merges (program_id, member_id, merged_member_id, entry_id, tier_before, merged_tier, created_at)
+    VALUES (p_program, s.id, o.id, v_entry, st.tier, v_tier, v_now)
+    RETURNING id INTO v_merge;
+    v_body := json_build_object('merge', (SELECT j FROM ledger.merge_json(v_merge) j),
+                                'balance', (SELECT j FROM ledger.balance_json(s.id) j), 'replayed', false);
+    PERFORM ledger.emit(p_program, s.id, 'member.merged', v_now, v_body);
+    RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
+END $$;
