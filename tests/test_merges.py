@@ -144,3 +144,22 @@ async def test_a_negative_balance_moves_and_chains_of_merges_resolve(tenant):
     activity = await tenant.client.get("/v1/members/c/activity", params={"limit": 200}, headers=tenant.headers())
     assert {e["member_id"] for e in activity.json()["data"]} == {"a", "b", "c"}
     assert (await tenant.verify())["ok"]
+
+
+async def test_a_refund_of_the_merged_away_member_s_redemption_reaches_the_survivor(tenant):
+    await tenant.member("ada")
+    await tenant.member("card-3")
+    later = _at(100)
+    assert (await tenant.adjust("card-3", 80, expires_at=later)).status_code == 201
+    redeemed = await tenant.client.post("/v1/redemptions", json={"member_id": "card-3", "points": 30},
+                                        headers=tenant.headers(idem="rd-1"))
+    assert redeemed.status_code == 201, redeemed.text
+    assert (await _merge(tenant, "ada", "card-3")).status_code == 201
+    refund = await tenant.client.post(f"/v1/redemptions/{redeemed.json()['redemption']['id']}/refunds",
+                                      json={"points": 30}, headers=tenant.headers(idem="rf-1"))
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["balance"]["member_id"] == "ada" and refund.json()["balance"]["available"] == 80
+    expiring = await tenant.client.get("/v1/members/ada/expiring", params={"within_days": 365},
+                                       headers=tenant.headers())
+    assert [(x["expires_at"], x["points"]) for x in expiring.json()["data"]] == [(later, 80)]
+    assert (await tenant.verify())["ok"]

@@ -23,23 +23,70 @@ CREATE FUNCTION ledger.merge_json(p_merge_pk bigint) RETURNS SETOF json LANGUAGE
      WHERE g.id = p_merge_pk
 $$;
 
+-- Move everything a member has (its available and pending balances, its open lots with their expiry and activation
+-- time) to another member in one `merge` entry; both are locked here, in the service-wide order. Answers the entry
+-- (NULL: nothing to move). The merge does this once; afterwards, anything that still lands on the merged-away
+-- member (a refund of one of its redemptions, a cancelled voucher of its own) is forwarded the same way
+-- (ledger.forward_merged), so no point ever stays behind an alias.
+CREATE FUNCTION ledger.move_points(p_program uuid, p_from bigint, p_to bigint, p_description text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    b member_balances;
+    sb member_balances;
+    v_entry bigint;
+    v_spendable bigint;
+    e record;
+BEGIN
+    PERFORM ledger.lock_members(ARRAY[p_from, p_to]);
+    SELECT * INTO b FROM member_balances WHERE member_id = p_from;
+    SELECT * INTO sb FROM member_balances WHERE member_id = p_to;
+    IF b.available = 0 AND b.pending = 0 THEN
+        RETURN NULL;
+    END IF;
+    e := ledger.post(p_program, p_from, 'merge', now(), ARRAY['available', 'available', 'pending', 'pending'],
+                     ARRAY[-b.available, b.available, -b.pending, b.pending], NULL, p_description,
+                     jsonb_build_object('member_id', (SELECT m.external_id FROM members m WHERE m.id = p_to),
+                                        'merged_member_id', (SELECT m.external_id FROM members m WHERE m.id = p_from)),
+                     p_overdraw => true, p_members => ARRAY[p_from, p_to, p_from, p_to]);
+    v_entry := e.entry_pk;
+    -- every open lot of the member is emptied into the entry, then recreated for the other one
+    INSERT INTO lot_allocations (entry_id, lot_id, points)
+    SELECT v_entry, l.id, l.remaining FROM lots l WHERE l.member_id = p_from AND l.remaining > 0 ORDER BY l.id;
+    UPDATE lots SET remaining = 0 WHERE member_id = p_from AND remaining > 0;
+    PERFORM ledger.copy_lots(p_program, v_entry, p_from, p_to, sb.available);
+    -- a negative balance moved in: the receiver's spendable lots keep covering exactly max(available, 0)
+    SELECT coalesce(sum(l.remaining), 0) INTO v_spendable FROM lots l
+     WHERE l.member_id = p_to AND l.remaining > 0 AND NOT l.pending;
+    SELECT * INTO sb FROM member_balances WHERE member_id = p_to;
+    IF v_spendable > greatest(sb.available, 0) THEN
+        PERFORM ledger.consume_lots(p_to, v_entry, v_spendable - greatest(sb.available, 0));
+    END IF;
+    RETURN v_entry;
+END $$;
+
+-- After a write on a merged-away member (addressed by its own objects' ids): its points go on to the survivor.
+CREATE FUNCTION ledger.forward_merged(p_program uuid, p_member_pk bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_survivor bigint := ledger.survivor(p_member_pk);
+BEGIN
+    IF v_survivor <> p_member_pk THEN
+        PERFORM ledger.move_points(p_program, p_member_pk, v_survivor, 'forwarded to the member it was merged into');
+    END IF;
+END $$;
+
 CREATE FUNCTION ledger.merge(p_program uuid, p_key text, p_fingerprint bytea, p_member_ref text, p_from_ref text)
 RETURNS ledger.answer LANGUAGE plpgsql AS $$
 DECLARE
     a ledger.answer := ledger.stored_answer(p_program, p_key, p_fingerprint);
     s members%ROWTYPE;
     o members%ROWTYPE;
-    b member_balances;
-    sb member_balances;
     st member_tiers%ROWTYPE;
     ot member_tiers%ROWTYPE;
     v_now timestamptz := now();
     v_merge bigint;
     v_entry bigint;
     v_tier text;
-    v_spendable bigint;
     v_body json;
-    e record;
 BEGIN
     IF a.status IS NOT NULL THEN
         RETURN a;
@@ -69,29 +116,7 @@ BEGIN
         RETURN ledger.refusal('member_has_open_holds', jsonb_build_object(
             'open_holds', (SELECT count(*) FROM holds h WHERE h.member_id = o.id AND h.status = 'open')));
     END IF;
-    SELECT * INTO b FROM member_balances WHERE member_id = o.id;
-    SELECT * INTO sb FROM member_balances WHERE member_id = s.id;
-    IF b.available <> 0 OR b.pending <> 0 THEN
-        e := ledger.post(p_program, o.id, 'merge', v_now,
-                         ARRAY['available', 'available', 'pending', 'pending'],
-                         ARRAY[-b.available, b.available, -b.pending, b.pending],
-                         NULL, 'merged into ' || s.external_id,
-                         jsonb_build_object('member_id', s.external_id, 'merged_member_id', o.external_id),
-                         p_overdraw => true, p_members => ARRAY[o.id, s.id, o.id, s.id]);
-        v_entry := e.entry_pk;
-        -- every open lot of the other member is emptied into the merge entry, then recreated for the survivor
-        INSERT INTO lot_allocations (entry_id, lot_id, points)
-        SELECT v_entry, l.id, l.remaining FROM lots l WHERE l.member_id = o.id AND l.remaining > 0 ORDER BY l.id;
-        UPDATE lots SET remaining = 0 WHERE member_id = o.id AND remaining > 0;
-        PERFORM ledger.copy_lots(p_program, v_entry, o.id, s.id, sb.available);
-        -- a negative balance moved in: the survivor's spendable lots keep covering exactly max(available, 0)
-        SELECT coalesce(sum(l.remaining), 0) INTO v_spendable FROM lots l
-         WHERE l.member_id = s.id AND l.remaining > 0 AND NOT l.pending;
-        SELECT * INTO sb FROM member_balances WHERE member_id = s.id;
-        IF v_spendable > greatest(sb.available, 0) THEN
-            PERFORM ledger.consume_lots(s.id, v_entry, v_spendable - greatest(sb.available, 0));
-        END IF;
-    END IF;
+    v_entry := ledger.move_points(p_program, o.id, s.id, 'merged into ' || s.external_id);
     -- the higher tier of the two, by the ladder in force
     SELECT * INTO st FROM member_tiers WHERE member_id = s.id;
     SELECT * INTO ot FROM member_tiers WHERE member_id = o.id;

@@ -483,6 +483,7 @@ BEGIN
                                         'reward_id', ledger.public_id('rwd', v.reward_id)));
     PERFORM ledger.restore_lots(ARRAY[v.entry_id], e.entry_pk, v.points, p_now, true);
     PERFORM ledger.cover_debt(v.member_id, e.entry_pk, restored);
+    PERFORM ledger.forward_merged(v.program_id, v.member_id);  -- issue-15: a merged-away member's voucher
     entry_pk := e.entry_pk;
 END $$;
 
