@@ -95,10 +95,10 @@ async def op_purchase(r: Runner, conn: Connection, member: str) -> bool:
 # members drawn uniformly (a till's customers, not the Zipf-hot members every batch would then queue on). One
 # operation is one request of BATCH_SIZE purchases: purchases/s = ops/s x BATCH_SIZE (the workload's items_per_op).
 BATCH_SIZE = 100
-# Tills coming back online a few at a time: each request carries BATCH_SIZE purchases (2 x 100 in flight against the
+# Tills coming back online a few at a time: each request carries BATCH_SIZE purchases (4 x 100 in flight against the
 # purchase workload's 32 x 1), and a batch holds its members' locks for its whole transaction, so 32 concurrent
 # batches would mostly queue on one another's members.
-BATCH_CONNECTIONS = 2
+BATCH_CONNECTIONS = 4
 
 
 async def op_purchase_batch(r: Runner, conn: Connection, member: str) -> bool:
