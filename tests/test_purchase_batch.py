@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 LATTE = [{"sku": "LATTE", "category": "drinks", "quantity": 2, "unit_price": "4.50"}]  # 9.00
 BEANS = [{"sku": "BEANS", "category": "coffee-beans", "quantity": 1, "unit_price": "20.00"}]  # 20.00
@@ -179,3 +185,22 @@ async def test_concurrent_batches_award_nothing_twice(tenant):
     r = await tenant.client.get("/v1/changes", params={"types": "points.earned", "limit": 500},
                                 headers=tenant.headers())
     assert len(r.json()["data"]) == 60
+
+
+async def test_the_readme_batch_answers_as_written(tenant):
+    """The offline till's batch of the README, sent as it is written."""
+    section = README[README.index("### Offline tills (batches)"):]
+    body = re.search(r"-d @- <<JSON\n(.*?)\nJSON\n", section, re.S)
+    assert body, "the README's batch example is missing"
+    text = body.group(1)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for minutes in (1, 2, 3, 4):  # T1 four minutes ago ... T4 one minute ago, as the README's `date` calls
+        at = (now - timedelta(minutes=5 - minutes)).isoformat().replace("+00:00", "Z")
+        text = text.replace(f"${{T{minutes}}}", at).replace(f"$T{minutes}", at)
+    r = await _batch(tenant, json.loads(text)["items"])
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["created"], answer["replayed"], answer["refused"]) == (2, 0, 2)
+    assert [(x["status"], x["http_status"], (x["problem"] or {}).get("code")) for x in answer["results"]] == [
+        ("refused", 404, "purchase_not_found"), ("created", 201, None), ("created", 201, None),
+        ("refused", 422, "currency_mismatch")]
