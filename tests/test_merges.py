@@ -163,3 +163,31 @@ async def test_a_refund_of_the_merged_away_member_s_redemption_reaches_the_survi
                                        headers=tenant.headers())
     assert [(x["expires_at"], x["points"]) for x in expiring.json()["data"]] == [(later, 80)]
     assert (await tenant.verify())["ok"]
+
+
+async def test_writes_racing_a_merge_land_on_the_survivor(tenant):
+    """Credits, transfers and merges sent while the member is being merged: none is left behind the alias."""
+    import asyncio
+
+    r = await tenant.client.patch("/v1/program", json={"settings": {"transfers_enabled": True}},
+                                  headers=tenant.headers())
+    assert r.status_code == 200
+    for ref in ("ada", "card-4", "bob"):
+        await tenant.member(ref)
+    assert (await tenant.adjust("bob", 1000)).status_code == 201
+    credits = [tenant.adjust("card-4", 1) for _ in range(20)]
+    gifts = [tenant.client.post("/v1/transfers", json={"from_member_id": "bob", "to_member_id": "card-4",
+                                                        "points": 2}, headers=tenant.headers(idem=uuid.uuid4().hex))
+             for _ in range(10)]
+    answers = await asyncio.gather(*credits[:10], _merge(tenant, "ada", "card-4"), _merge(tenant, "card-4", "ada"),
+                                   *credits[10:], *gifts)
+    merges = answers[10:12]
+    assert sorted(m.status_code for m in merges) == [201, 422], [m.text for m in merges]
+    others = answers[:10] + answers[12:]
+    assert all(a.status_code == 201 for a in others), [a.text for a in others if a.status_code != 201]
+    survivor = next(m.json()["merge"]["member_id"] for m in merges if m.status_code == 201)
+    for ref in ("ada", "card-4"):
+        balance = await tenant.balance(ref)
+        assert balance["member_id"] == survivor and balance["available"] == 20 + 10 * 2
+    assert (await tenant.balance("bob"))["available"] == 1000 - 20
+    assert (await tenant.verify())["ok"]

@@ -124,6 +124,8 @@ member_balances = sa.Table(
     sa.Column("facts_version", sa.BigInteger, nullable=False, server_default="0",
               comment="bumped by every purchase, return, event and tier change: an evaluation read without the "
               "member's lock is posted only if it is unchanged"),
+    sa.Column("merged_into", sa.BigInteger,
+              comment="set by a merge: a write that locked this row meanwhile raced the merge, and runs again"),
     sa.Index(None, "program_id"),
     sa.Index("ix_member_balances_activity_expiry", "activity_expires_at",
              postgresql_where=sa.text("activity_expires_at IS NOT NULL")),

@@ -16,8 +16,8 @@ that item's result (its problem, as the single request would have answered it) a
    its post (the member is locked, and its previous item was posted in the previous round).
 3. The whole answer is stored under the request's Idempotency-Key in the same transaction: a retry of the batch
    replays it. An error (not a refusal: a unique violation because a concurrent request posted the same order, a
-   deadlock with a concurrent enrolment) rolls the whole transaction back, and the batch runs again: items that
-   the other request posted meanwhile are then replays.
+   deadlock with a concurrent enrolment, a member merged meanwhile) rolls the whole transaction back, and the batch
+   runs again: items that the other request posted meanwhile are then replays.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ async def post_batch(db: Db, p: Principal, data: PurchaseBatch, key: str, finger
         try:
             async with db.pool.acquire() as conn, conn.transaction():
                 return await _run(db, conn, p, data, key, fingerprint)
-        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
             if attempt == ATTEMPTS - 1:
                 raise DomainError("member_busy", "The batch kept colliding with concurrent requests.") from None
         except asyncpg.LockNotAvailableError as exc:

@@ -83,8 +83,9 @@ async def evaluate_and_post(db: Db, read: Callable[[asyncpg.Pool | asyncpg.Conne
                     await conn.execute(LOCK_MEMBER, ctx.member_pk)
                 ctx = await read(conn)
                 answer = await execute_in(conn, post(ctx))
-        except asyncpg.UniqueViolationError:
-            answer = Answer("stale")  # a concurrent request committed the same key or natural key: run again
+        except (asyncpg.UniqueViolationError, asyncpg.SerializationError):
+            answer = Answer("stale")  # a concurrent request committed the same key or natural key (or merged the
+            # member into another, issue 15): run again
     if answer.status == "stale":
         raise DomainError("member_busy")
     return answer

@@ -113,14 +113,18 @@ END $$;
 --    `available_before`: the member's available points before this entry (a credit first repays a negative
 --    balance: ledger.credit_lot).
 --    `p_members` (issue 15: transfers, merges): the member of each posting, when an entry moves the points of two
---    members (ledger.post_between); NULL: every posting is p_member_pk's.
+--    members (ledger.post_between); NULL: every posting is p_member_pk's. A member merged away meanwhile (its
+--    balance row's merged_into) refuses the post with a serialization failure, and the write runs again against the
+--    survivor, unless p_to_merged (a refund to the merged-away member's own lots, forwarded afterwards).
 CREATE FUNCTION ledger.post(
     p_program uuid, p_member_pk bigint, p_kind text, p_occurred_at timestamptz, p_accounts text[], p_points bigint[],
     p_external_ref text DEFAULT NULL, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
     p_reverses bigint DEFAULT NULL, p_overdraw boolean DEFAULT false, p_members bigint[] DEFAULT NULL,
+    p_to_merged boolean DEFAULT false,
     OUT entry_pk bigint, OUT available_before bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_merged bigint;
     v_available bigint := 0;
     v_pending bigint := 0;
     v_held bigint := 0;
@@ -147,9 +151,15 @@ BEGIN
        SET available = b.available + v_available, pending = b.pending + v_pending, held = b.held + v_held,
            lifetime_earned = b.lifetime_earned + v_earned, lifetime_redeemed = b.lifetime_redeemed + v_redeemed
      WHERE b.member_id = p_member_pk AND (v_available >= 0 OR p_overdraw OR b.available + v_available >= 0)
-    RETURNING b.available - v_available INTO available_before;
+    RETURNING b.available - v_available, b.merged_into INTO available_before, v_merged;
     IF NOT FOUND THEN
         RETURN;
+    END IF;
+    IF v_merged IS NOT NULL AND NOT p_to_merged THEN
+        -- issue-15: the member was merged into another while this write waited for its lock; the write found it by
+        -- its reference before: it runs again (app/ledger/writes.py) and finds the survivor
+        RAISE EXCEPTION 'member % was merged into member %', p_member_pk, v_merged
+            USING ERRCODE = 'serialization_failure';
     END IF;
     WITH e AS (
         INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata,

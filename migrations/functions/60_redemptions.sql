@@ -269,7 +269,7 @@ BEGIN
     e := ledger.post(p_program, r.member_id, 'refund', v_now, ARRAY['redeemed', 'available', 'expired'],
                      ARRAY[-p_points, v_restored, v_expired], NULL, p_description,
                      coalesce(p_metadata, '{}') || jsonb_build_object('redemption_id', ledger.public_id('rdm', r.id),
-                                                                     'reference', r.reference));
+                                                                     'reference', r.reference), p_to_merged => true);
     PERFORM ledger.restore_lots(v_sources, e.entry_pk, p_points, v_now, true);
     PERFORM ledger.cover_debt(r.member_id, e.entry_pk, v_restored);
     PERFORM ledger.forward_merged(p_program, r.member_id);  -- issue-15: a merged-away member's refund

@@ -85,6 +85,10 @@ BEGIN
         RETURN ledger.refusal(v_status);
     END IF;
     PERFORM ledger.lock_members(ARRAY[f.id, t.id]);
+    IF EXISTS (SELECT 1 FROM member_balances x WHERE x.member_id IN (f.id, t.id) AND x.merged_into IS NOT NULL) THEN
+        RAISE EXCEPTION 'a member of transfer % -> % was merged meanwhile', p_from_ref, p_to_ref
+            USING ERRCODE = 'serialization_failure';  -- it runs again and finds the survivors
+    END IF;
     PERFORM ledger.settle(f.id, v_now);
     IF p_daily_limit IS NOT NULL THEN
         SELECT coalesce(sum(x.points), 0) INTO v_sent FROM transfers x

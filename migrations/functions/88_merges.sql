@@ -111,6 +111,10 @@ BEGIN
             'replayed', true), true);
     END IF;
     PERFORM ledger.lock_members(ARRAY[s.id, o.id]);
+    IF EXISTS (SELECT 1 FROM member_balances x WHERE x.member_id IN (s.id, o.id) AND x.merged_into IS NOT NULL) THEN
+        RAISE EXCEPTION 'a member of merge % <- % was merged meanwhile', p_member_ref, p_from_ref
+            USING ERRCODE = 'serialization_failure';  -- it runs again and finds the survivors
+    END IF;
     PERFORM ledger.settle(o.id, v_now);  -- lapsed holds released, due pending points activated, due points expired
     IF EXISTS (SELECT 1 FROM holds h WHERE h.member_id = o.id AND h.status = 'open') THEN
         RETURN ledger.refusal('member_has_open_holds', jsonb_build_object(
@@ -131,6 +135,7 @@ BEGIN
     END IF;
     -- the alias: the other member (and whatever was merged into it before) now names the survivor
     UPDATE members SET merged_into = s.id, updated_at = v_now WHERE id = o.id OR merged_into = o.id;
+    UPDATE member_balances SET merged_into = s.id WHERE member_id = o.id;
     INSERT INTO member_merges (program_id, member_id, merged_member_id, entry_id, tier_before, merged_tier, created_at)
     VALUES (p_program, s.id, o.id, v_entry, st.tier, v_tier, v_now)
     RETURNING id INTO v_merge;

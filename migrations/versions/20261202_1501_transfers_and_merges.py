@@ -5,7 +5,8 @@
 * `entry_counterparties`: the member other than entries.member_id whose points an entry moves (a transfer's
   receiver, a merge's survivor): their activity lists the entry, and verify accepts their postings on it.
 * `transfers`: one row per transfer (the daily limit counts them).
-* `member_merges` and members.merged_into: a merged-away member is an alias of its survivor from then on.
+* `member_merges` and members.merged_into: a merged-away member is an alias of its survivor from then on;
+  member_balances.merged_into: a write that resolved the member before the merge committed runs again.
 
 The functions are in migrations/functions/87_transfers.sql and 88_merges.sql.
 
@@ -70,6 +71,9 @@ def upgrade() -> None:
                                        comment="merged away: the surviving member, which its reference now names"))
     op.create_index("ix_members_merged_into", "members", ["merged_into"],
                     postgresql_where=sa.text("merged_into IS NOT NULL"))
+    op.add_column("member_balances", sa.Column(
+        "merged_into", sa.BigInteger(), nullable=True,
+        comment="set by a merge: a write that locked this row meanwhile raced the merge, and runs again"))
     op.create_table(
         "member_merges",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -88,6 +92,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE member_merges, transfers, entry_counterparties CASCADE")
+    op.drop_column("member_balances", "merged_into")
     op.drop_index("ix_members_merged_into", table_name="members")
     op.drop_column("members", "merged_into")
     op.execute("UPDATE schema_functions SET checksum = 'downgraded below 1501'")
