@@ -236,7 +236,8 @@ def client_spec(args: argparse.Namespace, wl: Workload, ops: dict[str, float], p
     spec = wl.spec()
     spec["ops"] = ops
     return {
-        "host": "127.0.0.1", "port": port, "api_key": key, "workload": spec, "connections": args.connections,
+        "host": "127.0.0.1", "port": port, "api_key": key, "workload": spec,
+        "connections": wl.connections or args.connections,
         "duration": args.duration, "warmup": args.warmup, "members": args.members, "uniform": args.uniform,
         "zipf_s": args.zipf_s, "seed": 42, "run_tag": f"{run_tag}-{wl.name}", "currency": "EUR", "rate": rate,
         "context": getattr(args, "context", {}),
@@ -492,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{wl.name} ..." + (f" ({'; '.join(notes)})" if notes else ""))
                 r = run_client("bench.loadgen", client_spec(args, wl, ops, port, key, run_id), cpu, timeout=timeout)
                 r["ops_run"] = ops
+                if wl.items_per_op != 1:
+                    r["items_per_op"] = wl.items_per_op
+                    r["items_per_second"] = round(r["ops"]["throughput"] * wl.items_per_op, 1)
                 if notes:
                     r["notes"] = notes
                 record(wl.name, r)

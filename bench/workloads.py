@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from bench.members import member_ref
+
 if TYPE_CHECKING:
     from bench.httpclient import Connection
     from bench.loadgen import Runner
@@ -70,7 +72,7 @@ async def op_hold_capture(r: Runner, conn: Connection, member: str) -> bool:
 SKUS = (("SKU-COFFEE-1", "coffee", "3.50"), ("SKU-CAKE-7", "bakery", "4.20"), ("SKU-MUG-2", "merchandise", "12.00"))
 
 
-async def op_purchase(r: Runner, conn: Connection, member: str) -> bool:
+def _purchase_body(r: Runner, member: str) -> dict[str, Any]:
     quantities = [r.rng.randint(1, 3) for _ in SKUS]
     lines = [{"sku": sku, "category": cat, "quantity": q, "unit_price": price}
              for (sku, cat, price), q in zip(SKUS, quantities, strict=True)]
@@ -80,8 +82,37 @@ async def op_purchase(r: Runner, conn: Connection, member: str) -> bool:
         "currency": r.currency, "total": str(total), "store_id": "store-001", "channel": "pos",
         "lines": lines,
     }
-    res = await r.call(conn, "purchase", "POST", "/v1/purchases", body, key=_unique(r, "purchase"))
+    return body
+
+
+async def op_purchase(r: Runner, conn: Connection, member: str) -> bool:
+    res = await r.call(conn, "purchase", "POST", "/v1/purchases", _purchase_body(r, member),
+                       key=_unique(r, "purchase"))
     return res is not None and 200 <= res.status < 300
+
+
+# An offline till's batch (POST /v1/purchases/batch): BATCH_SIZE purchases of the same shape as op_purchase. Each
+# connection is one till (a store) with its own customers: the members of till k are those whose index is k modulo
+# BATCH_CONNECTIONS, drawn uniformly among them (a day's sales at one store are mostly different customers), so two
+# tills never wait for each other's members (a batch holds its members' locks for its whole transaction). One
+# operation is one request of BATCH_SIZE purchases: purchases/s = ops/s x BATCH_SIZE (the workload's items_per_op).
+BATCH_SIZE = 100
+# Tills coming back online a few at a time: 8 x 100 purchases in flight against the purchase workload's 32 x 1.
+BATCH_CONNECTIONS = 8
+
+
+def _till_member(r: Runner, conn: Connection) -> str:
+    tills: dict[int, int] = r.context.setdefault("_tills", {})
+    till = tills.setdefault(id(conn), len(tills)) % BATCH_CONNECTIONS
+    slots = max(1, r.picker.n // BATCH_CONNECTIONS)
+    return member_ref(r.rng.randrange(slots) * BATCH_CONNECTIONS + till + 1)
+
+
+async def op_purchase_batch(r: Runner, conn: Connection, member: str) -> bool:
+    items = [{"type": "purchase", **_purchase_body(r, _till_member(r, conn))} for _ in range(BATCH_SIZE)]
+    res = await r.call(conn, "purchase_batch", "POST", "/v1/purchases/batch", {"items": items},
+                       key=_unique(r, "batch"))
+    return res is not None and res.status == 200 and res.json()["created"] == BATCH_SIZE
 
 
 async def op_exchange(r: Runner, conn: Connection, member: str) -> bool:
@@ -117,6 +148,7 @@ OPS: dict[str, Op] = {
     "adjust": op_adjust,
     "hold_capture": op_hold_capture,
     "purchase": op_purchase,
+    "purchase_batch": op_purchase_batch,
     "exchange": op_exchange,
     "ping": op_ping,
     "raw_get": op_raw_get,
@@ -126,6 +158,7 @@ OPS: dict[str, Op] = {
 # Operations that need a route which may not exist yet: (method, path, body) sent once as a probe.
 ROUTES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "purchase": ("POST", "/v1/purchases", {}),
+    "purchase_batch": ("POST", "/v1/purchases/batch", {}),
 }
 
 
@@ -139,11 +172,14 @@ class Workload:
     replay_share: float = 0.0        # share of operations that resend an earlier request (same key and body)
     fallback: dict[str, str] = field(default_factory=dict)  # unavailable op -> op used instead
     ceiling: bool = False            # a reference, not a feature of the service
+    items_per_op: int = 1            # business items per operation (a batch request: its purchases)
+    connections: int | None = None   # concurrent connections, when not the run's (--connections)
     note: str = ""
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "ops": self.ops, "target": self.target,
-                "members": self.members, "replay_share": self.replay_share, "fallback": self.fallback}
+                "members": self.members, "replay_share": self.replay_share, "fallback": self.fallback,
+                "items_per_op": self.items_per_op}
 
 
 WORKLOADS: list[Workload] = [
@@ -160,6 +196,10 @@ WORKLOADS: list[Workload] = [
     Workload("exchange", "Exchange (points for a voucher)", {"exchange": 1},
              note="an unlimited reward of 10 points: debit, voucher and events in one write"),
     Workload("purchase", "Purchase (3 lines)", {"purchase": 1}, note="placeholder until POST /v1/purchases lands"),
+    Workload("purchase_batch", f"Offline batch ({BATCH_SIZE} purchases)", {"purchase_batch": 1},
+             items_per_op=BATCH_SIZE, connections=BATCH_CONNECTIONS,
+             note=f"POST /v1/purchases/batch, {BATCH_SIZE} purchases per request, {BATCH_CONNECTIONS} tills "
+             "(connections) with their own members: its purchases/s (ops/s x items_per_op) against purchase's"),
     Workload("hot_member", "Hot member (all redeems on one)", {"redeem": 1}, members="hot"),
     Workload("replay_10pct", "Redeem with 10% replays", {"redeem": 1}, replay_share=0.10),
     Workload("mix", "Mix 60/30/10", {"purchase": 60, "balance": 30, "hold_capture": 10},

@@ -268,6 +268,7 @@ def valid_body(route: Route, member: str) -> Any:
     examples: dict[tuple[str, str], Any] = {
         ("PUT", "/v1/members/{member_id}"): {"name": "intruder"},
         ("POST", "/v1/members/{member_id}/tier"): {"tier": "gold", "until": "2030-01-01T00:00:00Z", "reason": "x"},
+        ("POST", "/v1/members/{member_id}/merge"): {"from": member},
         ("POST", "/v1/entries/{entry_id}/reverse"): {"reason": "intruder"},
         ("POST", "/v1/holds/{hold_id}/capture"): {},
         ("POST", "/v1/holds/{hold_id}/void"): {},

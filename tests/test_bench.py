@@ -21,8 +21,10 @@ def test_bench_quick_produces_results(tmp_path, server_url):
     assert len(results) == 1 and list(tmp_path.glob("*.png"))
     run = json.loads(results[0].read_text())
     for workload in ("raw_get", "raw_txn", "balance_read", "redeem", "hold_capture", "purchase", "hot_member",
-                     "replay_10pct", "mix", "mix_open_loop"):
+                     "replay_10pct", "mix", "mix_open_loop", "purchase_batch"):
         assert workload in run["results"], workload
+    batch = run["results"]["purchase_batch"]  # issue-15: purchases/s of the offline batch, against single purchases
+    assert batch["items_per_op"] == 100 and "purchase_batch_items_vs_purchase" in run["ratios"]
     assert run["batch"]["verify_seeded"]["ok"] is True
     assert "balance_read_vs_raw_get" in run["ratios"]
 

@@ -41,6 +41,7 @@ ENTRY_KINDS = (
     "earn", "event", "activate", "redeem", "hold", "capture", "void", "release", "expire", "adjust", "reverse",
     "clawback", "refund",
     "exchange", "exchange_refund",  # issue-14: points for a reward (available -> redeemed), and given back
+    "transfer", "merge",  # issue-15: points between two members; a merged-away member's balances to its survivor
 )
 SCOPES = ("earn", "redeem", "read", "admin")
 MEMBER_STATUSES = ("active", "suspended", "closed")
@@ -95,8 +96,11 @@ members = sa.Table(
     sa.Column("attributes", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("merged_into", sa.BigInteger,
+              comment="merged away: the surviving member, which its reference now names"),
     sa.UniqueConstraint("program_id", "external_id"),
     sa.CheckConstraint(_in("status", MEMBER_STATUSES), name="status"),
+    sa.Index("ix_members_merged_into", "merged_into", postgresql_where=sa.text("merged_into IS NOT NULL")),
 )
 
 member_balances = sa.Table(
@@ -120,6 +124,8 @@ member_balances = sa.Table(
     sa.Column("facts_version", sa.BigInteger, nullable=False, server_default="0",
               comment="bumped by every purchase, return, event and tier change: an evaluation read without the "
               "member's lock is posted only if it is unchanged"),
+    sa.Column("merged_into", sa.BigInteger,
+              comment="set by a merge: a write that locked this row meanwhile raced the merge, and runs again"),
     sa.Index(None, "program_id"),
     sa.Index("ix_member_balances_activity_expiry", "activity_expires_at",
              postgresql_where=sa.text("activity_expires_at IS NOT NULL")),
@@ -775,4 +781,52 @@ dashboard_sessions = sa.Table(
     sa.UniqueConstraint("token_hash"),
     sa.Index(None, "key_id"),
     sa.Index(None, "expires_at"),
+)
+
+# --- Transfers and merges (issue 15) ------------------------------------------------------------------------------
+# An entry of kind `transfer` or `merge` moves points of two members: entries.member_id is the one whose points leave
+# (the sender, the merged-away member), and the other (the receiver, the survivor) is its counterparty here, so its
+# activity lists the entry and verify accepts its postings on it. Written by migrations/functions/87_transfers.sql and
+# 88_merges.sql only, under both members' locks (ledger.lock_members).
+entry_counterparties = sa.Table(
+    "entry_counterparties",
+    metadata,
+    sa.Column("member_id", sa.BigInteger, primary_key=True),
+    sa.Column("entry_id", sa.BigInteger, primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Index(None, "entry_id"),
+    comment="the other member an entry moves points of (a transfer's receiver, a merge's survivor)",
+)
+
+transfers = sa.Table(
+    "transfers",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, comment="opaque to clients (trf_...)"),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("from_member_id", sa.BigInteger, nullable=False),
+    sa.Column("to_member_id", sa.BigInteger, nullable=False),
+    sa.Column("points", sa.BigInteger, nullable=False),
+    sa.Column("reference", sa.Text, comment="the client's reference"),
+    sa.Column("description", sa.Text),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.CheckConstraint("points > 0", name="points_positive"),
+    sa.CheckConstraint("from_member_id <> to_member_id", name="two_members"),
+    sa.UniqueConstraint("entry_id"),
+    sa.Index(None, "from_member_id", "created_at"),  # the sender's daily limit
+)
+
+member_merges = sa.Table(
+    "member_merges",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("member_id", sa.BigInteger, nullable=False, comment="the surviving member"),
+    sa.Column("merged_member_id", sa.BigInteger, nullable=False, comment="the member merged into it"),
+    sa.Column("entry_id", sa.BigInteger, sa.ForeignKey("entries.id"),
+              comment="the merge entry (NULL: nothing to move)"),
+    sa.Column("tier_before", sa.Text),
+    sa.Column("merged_tier", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("merged_member_id"),
 )

@@ -54,3 +54,15 @@ MEMBER_EARNING_CHANGES = """
 SELECT id, data FROM changes WHERE member_id = $1 AND type IN ('points.earned', 'purchase.returned')
 """
 REWRITE_CHANGE = "UPDATE changes SET data = $2::text::json WHERE id = $1"
+
+# The batch (app/earning/batch.py) reads many contexts in one pipeline (fetchmany): exactly one row per return, an
+# all-NULL one when the order is unknown.
+RETURN_CONTEXT_ROW = """
+SELECT c.* FROM (SELECT 1) one
+LEFT JOIN ledger.return_context(p_program => $1, p_order_id => $2, p_return_id => $3) c ON true
+"""
+# The members of a batch (its purchases' references, its returns' orders), found and locked in the service-wide
+# order (migrations/functions/82_batches.sql).
+LOCK_BATCH = "SELECT * FROM ledger.lock_batch(p_program => $1, p_member_refs => $2, p_order_ids => $3)"
+STORED_ANSWER = "SELECT * FROM ledger.stored_answer($1, $2, $3)"
+RESPOND = "SELECT * FROM ledger.respond($1, $2, $3, $4, $5::text::json)"

@@ -197,3 +197,70 @@ class EventResult(BaseModel):
     entry_id: str | None
     balance: Balance
     replayed: bool = False
+
+
+# --- offline tills: a batch of purchases and returns (POST /v1/purchases/batch) -------------------------------------
+
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchPurchase(PurchaseCreate):
+    """A purchase of a batch: the body of ``POST /v1/purchases`` with ``"type": "purchase"``."""
+
+    type: Literal["purchase"]
+    voucher_codes: list[VoucherCode] = Field(
+        default_factory=list, max_length=0, description="Not in a batch: vouchers are redeemed at the till, online "
+        "(POST /v1/purchases), where a failed lookup of a code is bounded per key")
+
+
+class BatchReturn(ReturnCreate):
+    """A return of a batch: the body of ``POST /v1/purchases/{order_id}/returns`` with ``"type": "return"`` and the
+    ``order_id``."""
+
+    type: Literal["return"]
+    order_id: OrderId = Field(description="The purchase returned (posted before, or earlier in this batch)")
+
+
+BatchItem = Annotated[BatchPurchase | BatchReturn, Field(discriminator="type")]
+
+
+class PurchaseBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BatchItem] = Field(
+        min_length=1, max_length=MAX_BATCH_ITEMS,
+        description=f"Up to {MAX_BATCH_ITEMS} purchases and returns, in any order: each member's are applied in "
+        "occurred_at order")
+
+
+class BatchItemProblem(BaseModel):
+    """Why an item was refused: the problem the single request would have answered (its extra fields included)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    request_id: str | None = None
+
+
+class BatchItemResult(BaseModel):
+    index: int = Field(description="The item's position in the request")
+    type: Literal["purchase", "return"]
+    order_id: str
+    return_id: str | None = None
+    status: Literal["created", "replayed", "refused"]
+    http_status: int = Field(description="What the single request would have answered: 201, 200 (replayed), or the "
+                             "problem's status")
+    result: PurchaseResult | ReturnResult | None = Field(
+        default=None, description="The single request's answer (created or replayed)")
+    problem: BatchItemProblem | None = Field(default=None, description="Refused: the single request's problem")
+
+
+class PurchaseBatchResult(BaseModel):
+    created: int
+    replayed: int
+    refused: int
+    results: list[BatchItemResult] = Field(description="One per item, in the request's order")

@@ -83,8 +83,9 @@ async def evaluate_and_post(db: Db, read: Callable[[asyncpg.Pool | asyncpg.Conne
                     await conn.execute(LOCK_MEMBER, ctx.member_pk)
                 ctx = await read(conn)
                 answer = await execute_in(conn, post(ctx))
-        except asyncpg.UniqueViolationError:
-            answer = Answer("stale")  # a concurrent request committed the same key or natural key: run again
+        except (asyncpg.UniqueViolationError, asyncpg.SerializationError):
+            answer = Answer("stale")  # a concurrent request committed the same key or natural key (or merged the
+            # member into another, issue 15): run again
     if answer.status == "stale":
         raise DomainError("member_busy")
     return answer
@@ -248,17 +249,19 @@ class _Evaluation:
         self.limited = {rule.id: rule for rule in self.rules.rules if rule.limits}
         self.rules_json = RawJSON(self.rules.model_dump_json()) if self.limited else None
 
-    async def read(self, conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
+    def context_args(self) -> list[Any]:
+        """The arguments of ``q.PURCHASE_CONTEXT`` for this purchase."""
         caps = self.rules.caps
         day, month = local_bounds(self.occurred_at, self.tz)
         window = window_bounds(self.tier_config, self.occurred_at, self.tz)[0] if self.tier_config else None
-        row = await conn.fetchrow(
-            q.PURCHASE_CONTEXT, self.p.program_id, self.data.member_id, self.data.order_id, self.occurred_at,
-            day if caps and caps.per_member_per_day is not None else None,
-            month if caps and caps.per_member_per_month is not None else None,
-            window, self.tier_config.include_bonuses if self.tier_config else False, self.rules_json,
-            self.p.timezone)
-        return PurchaseContext.of(row)
+        return [self.p.program_id, self.data.member_id, self.data.order_id, self.occurred_at,
+                day if caps and caps.per_member_per_day is not None else None,
+                month if caps and caps.per_member_per_month is not None else None,
+                window, self.tier_config.include_bonuses if self.tier_config else False, self.rules_json,
+                self.p.timezone]
+
+    async def read(self, conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
+        return PurchaseContext.of(await conn.fetchrow(q.PURCHASE_CONTEXT, *self.context_args()))
 
     def limited_rules(self, award: Award) -> dict[str, Any]:
         """The limited rules the award applied: recorded with the purchase, so later purchases count them."""
@@ -299,47 +302,64 @@ class _Evaluation:
                 "p_tier_config_version": self.tier_config_version}
 
 
-async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | None, fingerprint: bytes) -> Answer:
-    """Evaluate and post a purchase. The order id is a natural key: the same order with the same content
-    answers the original (200, ``replayed``); with other content 409 ``order_already_posted``."""
-    _check_money(p, data)
-    occurred_at = _occurred_at(data.occurred_at)
-    digest = content_hash(data)
-    evaluation = _Evaluation(db, p, data, occurred_at)
-    await evaluation.load()
-    posted = RawJSON(data.model_copy(update={"occurred_at": occurred_at}).model_dump_json())
-    available_at = occurred_at + timedelta(days=p.settings.pending_days)
+class PurchasePost:
+    """A purchase ready to post: checked, its versions loaded; ``read`` its context (or ``accept`` a context row read
+    with ``context_args``, as the batch does for many at once) and ``post`` the Write evaluated against it. The single
+    purchase (``post_purchase``) and the offline batch (app/earning/batch.py) both post through this."""
 
-    checked = False
+    def __init__(self, db: Db, p: Principal, data: PurchaseCreate, key: str | None, fingerprint: bytes) -> None:
+        _check_money(p, data)
+        self.db, self.p, self.data, self.key, self.fingerprint = db, p, data, key, fingerprint
+        self.occurred_at = _occurred_at(data.occurred_at)
+        self.digest = content_hash(data)
+        self.evaluation = _Evaluation(db, p, data, self.occurred_at)
+        self.posted = RawJSON(data.model_copy(update={"occurred_at": self.occurred_at}).model_dump_json())
+        self.available_at = self.occurred_at + timedelta(days=p.settings.pending_days)
+        self.checked = False
 
-    async def read(conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
-        nonlocal checked
-        ctx = await evaluation.read(conn)
-        if ctx.existing_hash is None and not checked:  # (a replay is never refused for its age)
-            await check_occurred_at(db, p, occurred_at, evaluation.rule_version_id)
-            checked = True
+    async def load(self) -> PurchasePost:
+        await self.evaluation.load()
+        return self
+
+    def context_args(self) -> list[Any]:
+        return self.evaluation.context_args()
+
+    async def accept(self, row: Any) -> PurchaseContext:
+        ctx = PurchaseContext.of(row)
+        if ctx.existing_hash is None and not self.checked:  # (a replay is never refused for its age)
+            await check_occurred_at(self.db, self.p, self.occurred_at, self.evaluation.rule_version_id)
+            self.checked = True
         return ctx
 
-    def post(ctx: PurchaseContext) -> Write:
+    async def read(self, conn: asyncpg.Pool | asyncpg.Connection) -> PurchaseContext:
+        return await self.accept(await conn.fetchrow(q.PURCHASE_CONTEXT, *self.context_args()))
+
+    def post(self, ctx: PurchaseContext) -> Write:
+        p, data, evaluation = self.p, self.data, self.evaluation
         if ctx.member_pk is None and ctx.existing_hash is None and not p.settings.enrol_on_purchase:
             raise DomainError("member_not_found")
         award = evaluation.award(ctx)
         qualifying = award.points - sum(b.points for b in award.order_bonuses)
         expiry = evaluation.expiry
         return Write("purchase", {
-            "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_member_ref": data.member_id,
-            "p_member_pk": ctx.member_pk, "p_facts_version": ctx.facts_version,
-            "p_enrol": p.settings.enrol_on_purchase, "p_order_id": data.order_id, "p_occurred_at": occurred_at,
-            "p_content_hash": digest, "p_purchase": posted, "p_rule_version_id": evaluation.rule_version_id,
+            "p_program": p.program_id, "p_key": self.key, "p_fingerprint": self.fingerprint,
+            "p_member_ref": data.member_id, "p_member_pk": ctx.member_pk, "p_facts_version": ctx.facts_version,
+            "p_enrol": p.settings.enrol_on_purchase, "p_order_id": data.order_id, "p_occurred_at": self.occurred_at,
+            "p_content_hash": self.digest, "p_purchase": self.posted, "p_rule_version_id": evaluation.rule_version_id,
             "p_award": RawJSON(award.model_dump_json()), "p_points": award.points, "p_qualifying_points": qualifying,
-            "p_eligible_amount": award.eligible_amount, "p_available_at": available_at,
+            "p_eligible_amount": award.eligible_amount, "p_available_at": self.available_at,
             "p_expires_at": expiry.expires_at, "p_expires_on_inactivity": expiry.on_inactivity,
             "p_activity_expires_at": expiry.activity_expires_at, **evaluation.tier_change(ctx, award, qualifying),
             **evaluation.limited_rules(award),
             "p_voucher_codes": data.voucher_codes or None,  # issue-14: redeemed with the purchase (95_rewards.sql)
         })
 
-    return await evaluate_and_post(db, read, post)
+
+async def post_purchase(db: Db, p: Principal, data: PurchaseCreate, key: str | None, fingerprint: bytes) -> Answer:
+    """Evaluate and post a purchase. The order id is a natural key: the same order with the same content
+    answers the original (200, ``replayed``); with other content 409 ``order_already_posted``."""
+    prepared = await PurchasePost(db, p, data, key, fingerprint).load()
+    return await evaluate_and_post(db, prepared.read, prepared.post)
 
 
 async def quote_purchase(db: Db, p: Principal, data: PurchaseCreate) -> PurchaseQuote:
@@ -364,22 +384,31 @@ async def purchase_json(pool: asyncpg.Pool, p: Principal, order_id: str) -> str:
 # --- returns ---------------------------------------------------------------------------------------------
 
 
-async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, key: str | None,
-                      fingerprint: bytes) -> Answer:
-    """Claw back the points attributable to what came back (see ``rules.clawback``)."""
-    if (data.lines is None) == (data.amount is None):
-        raise DomainError("validation_error", "Send either returned `lines` or an `amount`.")
-    digest = content_hash(data)
-    request = ReturnRequest(lines=data.lines, amount=data.amount)
-    returned_at = _occurred_at(data.occurred_at) if data.occurred_at is not None else None
+class ReturnPost:
+    """A return ready to post: ``read`` its context (or ``accept`` a row read with ``context_args``) and ``post`` the
+    Write of its clawback. The single return and the offline batch (app/earning/batch.py) both post through this."""
 
-    async def read(conn: asyncpg.Pool | asyncpg.Connection) -> ReturnContext:
-        row = await conn.fetchrow(q.RETURN_CONTEXT, p.program_id, order_id, data.return_id)
-        if row is None:
+    def __init__(self, p: Principal, order_id: str, data: ReturnCreate, key: str | None, fingerprint: bytes) -> None:
+        if (data.lines is None) == (data.amount is None):
+            raise DomainError("validation_error", "Send either returned `lines` or an `amount`.")
+        self.p, self.order_id, self.data, self.key, self.fingerprint = p, order_id, data, key, fingerprint
+        self.digest = content_hash(data)
+        self.request = ReturnRequest(lines=data.lines, amount=data.amount)
+        self.returned_at = _occurred_at(data.occurred_at) if data.occurred_at is not None else None
+
+    def context_args(self) -> list[Any]:
+        return [self.p.program_id, self.order_id, self.data.return_id]
+
+    def accept(self, row: Any) -> ReturnContext:
+        if row is None or row["purchase_pk"] is None:
             raise DomainError("purchase_not_found")
         return ReturnContext.of(row)
 
-    def post(ctx: ReturnContext) -> Write:
+    async def read(self, conn: asyncpg.Pool | asyncpg.Connection) -> ReturnContext:
+        return self.accept(await conn.fetchrow(q.RETURN_CONTEXT, *self.context_args()))
+
+    def post(self, ctx: ReturnContext) -> Write:
+        p, data, returned_at = self.p, self.data, self.returned_at
         points, line_points, result, released = 0, 0, RawJSON("{}"), []
         if ctx.existing_hash is None:  # (posted before: the post replays it, or refuses other content)
             if data.amount is not None and not fits_currency(data.amount, p.currency):
@@ -392,18 +421,23 @@ async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, k
                     {"loc": ["body", "occurred_at"], "msg": "must not be before the purchase's occurred_at",
                      "type": "before_purchase"}])
             previous = [ReturnRequest.model_validate(r) for r in ctx.earlier_requests]
-            computed = clawback(award, purchase, request, previous)
+            computed = clawback(award, purchase, self.request, previous)
             points, line_points = computed.points, sum(line.points for line in computed.lines)
             result, released = RawJSON(computed.model_dump_json()), computed.released_rule_ids
         return Write("purchase_return", {
-            "p_program": p.program_id, "p_key": key, "p_fingerprint": fingerprint, "p_order_id": order_id,
-            "p_return_id": data.return_id, "p_facts_version": ctx.facts_version, "p_content_hash": digest,
-            "p_request": RawJSON(request.model_dump_json(exclude_none=True)), "p_result": result,
-            "p_points": points, "p_policy": p.settings.negative_balance_on_return, "p_line_points": line_points,
-            "p_occurred_at": returned_at, "p_released_rule_ids": released,
+            "p_program": p.program_id, "p_key": self.key, "p_fingerprint": self.fingerprint,
+            "p_order_id": self.order_id, "p_return_id": data.return_id, "p_facts_version": ctx.facts_version,
+            "p_content_hash": self.digest, "p_request": RawJSON(self.request.model_dump_json(exclude_none=True)),
+            "p_result": result, "p_points": points, "p_policy": p.settings.negative_balance_on_return,
+            "p_line_points": line_points, "p_occurred_at": returned_at, "p_released_rule_ids": released,
         })
 
-    return await evaluate_and_post(db, read, post)
+
+async def post_return(db: Db, p: Principal, order_id: str, data: ReturnCreate, key: str | None,
+                      fingerprint: bytes) -> Answer:
+    """Claw back the points attributable to what came back (see ``rules.clawback``)."""
+    prepared = ReturnPost(p, order_id, data, key, fingerprint)
+    return await evaluate_and_post(db, prepared.read, prepared.post)
 
 
 # --- events ----------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ class EventType(StrEnum):
     POINTS_ADJUSTED = "points.adjusted"
     POINTS_EXPIRED = "points.expired"
     POINTS_EXPIRING = "points.expiring"
+    POINTS_TRANSFERRED_OUT = "points.transferred_out"  # issue-15: the sender's side of a transfer
+    POINTS_TRANSFERRED_IN = "points.transferred_in"  # issue-15: the receiver's side
     HOLD_CREATED = "hold.created"
     HOLD_CAPTURED = "hold.captured"
     HOLD_VOIDED = "hold.voided"
@@ -31,6 +33,7 @@ class EventType(StrEnum):
     MEMBER_UPDATED = "member.updated"
     MEMBER_ERASED = "member.erased"
     MEMBER_SEGMENT_CHANGED = "member.segment_changed"
+    MEMBER_MERGED = "member.merged"  # issue-15: another member merged into this one
     REWARD_EXCHANGED = "reward.exchanged"
     REWARD_STOCK_LOW = "reward.stock_low"
     VOUCHER_ISSUED = "voucher.issued"

@@ -109,3 +109,34 @@ class VerifyReport(BaseModel):
     ok: bool
     checked: dict[str, int]
     discrepancies: list[Discrepancy]
+
+
+# --- transfers (issue 15) -------------------------------------------------------------------------------------------
+
+
+class TransferCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_member_id: MemberRef = Field(description="The sender: its available points, soonest-expiring first")
+    to_member_id: MemberRef = Field(description="The receiver: the points arrive with the expiry they had")
+    points: Points
+    reference: ExternalRef | None = Field(default=None, description="Your own reference, stored with the transfer")
+    description: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+
+
+class Transfer(BaseModel):
+    id: str = Field(description="Opaque transfer id", examples=["trf_0c4f9a1e27d3b865"])
+    from_member_id: str
+    to_member_id: str
+    points: int
+    reference: str | None
+    description: str | None
+    entry_id: str = Field(description="The one entry: the sender's available -points, the receiver's +points")
+    created_at: datetime
+
+
+class TransferResult(BaseModel):
+    transfer: Transfer
+    entry: Entry
+    from_balance: Balance
+    to_balance: Balance

@@ -49,7 +49,32 @@ CHECKS: dict[str, str] = {
         SELECT p.id AS posting_id, p.entry_id, e.id IS NULL AS orphan FROM postings p
         LEFT JOIN entries e ON e.id = p.entry_id
         WHERE ($1::uuid IS NULL OR p.program_id = $1)
-          AND (e.id IS NULL OR p.program_id <> e.program_id OR p.member_id IS DISTINCT FROM e.member_id)
+          AND (e.id IS NULL OR p.program_id <> e.program_id
+               OR (p.member_id IS DISTINCT FROM e.member_id
+                   -- issue-15: a transfer or a merge moves its counterparty's points too
+                   AND NOT EXISTS (SELECT 1 FROM entry_counterparties c
+                                    WHERE c.entry_id = p.entry_id AND c.member_id = p.member_id
+                                      AND c.program_id = e.program_id AND e.kind IN ('transfer', 'merge'))))
+    """,
+    # issue-15: each transfer's entry moved exactly its points from the sender's available to the receiver's, and
+    # every transfer entry is some transfer's.
+    "transfer_entry_mismatch": """
+        SELECT t.id AS transfer_id, e.id AS entry_id, t.points,
+               (SELECT coalesce(sum(p.points), 0) FROM postings p WHERE p.entry_id = e.id
+                   AND p.member_id = t.from_member_id AND p.account = 'available') AS sent,
+               (SELECT coalesce(sum(p.points), 0) FROM postings p WHERE p.entry_id = e.id
+                   AND p.member_id = t.to_member_id AND p.account = 'available') AS received
+        FROM transfers t LEFT JOIN entries e ON e.id = t.entry_id
+        WHERE ($1::uuid IS NULL OR t.program_id = $1)
+          AND (e.kind IS DISTINCT FROM 'transfer' OR e.member_id <> t.from_member_id OR e.program_id <> t.program_id
+               OR (SELECT coalesce(sum(p.points), 0) FROM postings p WHERE p.entry_id = e.id
+                      AND p.member_id = t.from_member_id AND p.account = 'available') <> -t.points
+               OR (SELECT coalesce(sum(p.points), 0) FROM postings p WHERE p.entry_id = e.id
+                      AND p.member_id = t.to_member_id AND p.account = 'available') <> t.points)
+        UNION ALL
+        SELECT NULL, e.id, NULL, NULL, NULL FROM entries e
+        WHERE ($1::uuid IS NULL OR e.program_id = $1) AND e.kind = 'transfer'
+          AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.entry_id = e.id)
     """,
     # Allocations have no foreign key to their entry or lot (migration 0011).
     "orphan_allocation": """

@@ -128,11 +128,14 @@ async def execute_in(conn: asyncpg.Connection, write: Write) -> Answer:
 async def execute_alone(pool: asyncpg.Pool | asyncpg.Connection, write: Write) -> Answer:
     """One write, one statement. A unique violation means a concurrent request committed the same key (or the same
     natural key) first: the whole statement rolled back, and running it again answers as the winner did (a replay,
-    or the refusal its own checks now see)."""
+    or the refusal its own checks now see). A deadlock (issue 15: a group-commit batch sorts its writes by the
+    reference they name, and an alias of a merged member names another member than it locks) rolled the statement
+    back too: it runs again; so does a write whose member was merged into another while it waited for its lock
+    (a serialization failure raised by ``ledger.post``): run again, it finds the survivor."""
     for attempt in range(3):
         try:
             row = await pool.fetchrow(write.sql(), *write.values())
-        except asyncpg.UniqueViolationError:
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
             if attempt == 2:
                 raise
             continue

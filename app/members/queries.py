@@ -21,7 +21,7 @@ def upsert(fields: tuple[str, ...]) -> str:
     return f"""
 WITH m AS (
     INSERT INTO members ({cols}) VALUES ({values})
-    ON CONFLICT (program_id, external_id) DO UPDATE SET {updates}
+    ON CONFLICT (program_id, external_id) DO UPDATE SET {updates} WHERE members.merged_into IS NULL
     RETURNING id, program_id, {_COLUMNS}, (xmax = 0) AS created
 ), b AS (
     INSERT INTO member_balances (member_id, program_id)
@@ -35,6 +35,9 @@ WITH m AS (
 SELECT m.* FROM m, (SELECT count(*) FROM announced) x
 """
 
+
+# issue-15: the reference of a merged-away member is an alias: the survivor's reference (the upsert updates that one).
+SURVIVOR_REF = "SELECT m.external_id FROM ledger.member($1, $2) m"
 
 GET = f"""
 SELECT {_COLUMNS}, (SELECT t.tier FROM member_tiers t WHERE t.member_id = members.id) AS tier

@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 
 from app.json_limits import MAX_JSON_DEPTH, FreeFormObject
+from app.ledger.schemas import Balance
 
 MemberStatus = Literal["active", "suspended", "closed"]
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -56,3 +57,31 @@ class Member(BaseModel):
     created_at: datetime
     updated_at: datetime
     tier: str | None = Field(default=None, description="Current tier, if the program has tiers")
+
+
+# --- merging members (issue 15) -------------------------------------------------------------------------------------
+
+
+class MemberMergeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_member: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")] = (
+        Field(alias="from", description="The member merged away: its points, lots and tier move here, and its id "
+              "becomes an alias of this member", examples=["card-2002"]))
+
+
+class Merge(BaseModel):
+    member_id: str = Field(description="The surviving member")
+    merged_member_id: str = Field(description="The member merged away: now an alias of member_id")
+    entry_id: str | None = Field(description="The merge entry (none when there was nothing to move)")
+    available_points: int = Field(description="Available points moved (negative: a debt moved)")
+    pending_points: int = Field(description="Pending points moved, with their activation times")
+    tier_before: str | None = Field(description="The survivor's tier before the merge")
+    tier: str | None = Field(description="The higher tier of the two, now the survivor's")
+    created_at: datetime
+
+
+class MergeResult(BaseModel):
+    merge: Merge
+    balance: Balance = Field(description="The survivor's balance")
+    replayed: bool = Field(default=False, description="True when this member had been merged before")

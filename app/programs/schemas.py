@@ -63,6 +63,18 @@ class ProgramSettings(BaseModel):
         "`reactivated` after a gap this long). Unset: four times the median inter-purchase interval")
 
 
+    # issue-15: transfers between members (POST /v1/transfers)
+    transfers_enabled: bool = Field(
+        default=False, description="Members may transfer points to other members of the program (else 409 "
+        "transfers_disabled)")
+    transfer_min_points: Annotated[int, Field(ge=1, le=10**12)] = Field(
+        default=1, description="Smallest transfer (else 422 transfer_amount_invalid)")
+    transfer_max_points: Annotated[int, Field(ge=1, le=10**12)] | None = Field(
+        default=None, description="Largest transfer (else 422 transfer_amount_invalid). Unset: no maximum")
+    transfer_daily_limit_points: Annotated[int, Field(ge=1, le=10**12)] | None = Field(
+        default=None, description="Most points a member may send per day of the program's time zone (else 422 "
+        "transfer_limit_reached). Unset: no limit")
+
     @field_validator("expiring_notice_days")
     @classmethod
     def _thresholds(cls, value: list[int]) -> list[int]:

@@ -27,7 +27,9 @@ CREATE TYPE ledger.status AS ENUM (
     -- issue-14: rewards and vouchers (95_rewards.sql)
     'reward_not_found', 'reward_unavailable', 'out_of_stock', 'limit_reached', 'not_eligible',
     'voucher_not_found', 'voucher_not_issued', 'voucher_expired', 'voucher_not_applicable', 'insufficient_scope',
-    'validation_error'
+    'validation_error',
+    -- issue-15: transfers (87_transfers.sql) and merges (88_merges.sql)
+    'same_member', 'transfer_limit_reached', 'member_has_open_holds'
 );
 
 -- What a write answers: its status; for 'ok' the HTTP status and the JSON body (text, stored as sent under

@@ -63,10 +63,19 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- THE lookup of a member by the program's own reference: every function and query that takes a member_ref finds the
--- member here (inlined by the planner: the unique index on (program_id, external_id)).
+-- member here (inlined by the planner: the unique index on (program_id, external_id)). issue-15: the reference of a
+-- member merged into another is an alias of the survivor (members.merged_into, ledger.merge): reads and writes on it
+-- find the survivor.
 CREATE FUNCTION ledger.member(p_program uuid, p_member_ref text) RETURNS SETOF members
 LANGUAGE sql STABLE AS $$
-    SELECT * FROM members m WHERE m.program_id = p_program AND m.external_id = p_member_ref
+    SELECT s.* FROM members m JOIN members s ON s.id = coalesce(m.merged_into, m.id)
+     WHERE m.program_id = p_program AND m.external_id = p_member_ref
+$$;
+
+-- The member a member's rows now belong to: itself, or the survivor it was merged into (issue 15). Writes addressed by
+-- another id (a purchase's return) post to this member.
+CREATE FUNCTION ledger.survivor(p_member_pk bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT coalesce(m.merged_into, m.id) FROM members m WHERE m.id = p_member_pk
 $$;
 
 -- A member as events show it (member.created, member.updated, member.erased): its reference, status and times,
@@ -99,7 +108,7 @@ BEGIN
         FOR UPDATE OF b;
 END $$;
 
--- What postings do to a member's balance row, written once (ledger.post, ledger.post_many): member accounts move
+-- What postings do to a member's balance row, written once (ledger.post, post_many, post_between): member accounts move
 -- their column; `issued` and `adjustments` move lifetime_earned (negated), `redeemed` lifetime_redeemed; `expired`
 -- has no row.
 -- (A set-returning function of one row, so the planner inlines it into ledger.post_many's statement.)
@@ -123,28 +132,46 @@ $$;
 --    overdraft in the same statement. Overdrawn (unless p_overdraw): entry_pk NULL and nothing written.
 --    `available_before`: the member's available points before this entry (a credit first repays a negative
 --    balance: ledger.credit_lot).
+--    `p_members` (issue 15: transfers, merges): the member of each posting, when an entry moves the points of two
+--    members (ledger.post_between); NULL: every posting is p_member_pk's. A member merged away meanwhile (its
+--    balance row's merged_into) refuses the post with a serialization failure, and the write runs again against the
+--    survivor, unless p_to_merged (a refund to the merged-away member's own lots, forwarded afterwards).
 CREATE FUNCTION ledger.post(
     p_program uuid, p_member_pk bigint, p_kind text, p_occurred_at timestamptz, p_accounts text[], p_points bigint[],
     p_external_ref text DEFAULT NULL, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
-    p_reverses bigint DEFAULT NULL, p_overdraw boolean DEFAULT false,
+    p_reverses bigint DEFAULT NULL, p_overdraw boolean DEFAULT false, p_members bigint[] DEFAULT NULL,
+    p_to_merged boolean DEFAULT false,
     OUT entry_pk bigint, OUT available_before bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_merged bigint;
     v_available bigint;
     v_pending bigint;
     v_held bigint;
     v_earned bigint;
     v_redeemed bigint;
 BEGIN
+    IF p_members IS NOT NULL THEN
+        SELECT x.entry_pk, x.available_before INTO entry_pk, available_before
+          FROM ledger.post_between(p_program, p_member_pk, p_kind, p_occurred_at, p_accounts, p_points, p_members,
+                                   p_external_ref, p_description, p_metadata, p_overdraw) x;
+        RETURN;
+    END IF;
     SELECT d.available, d.pending, d.held, d.earned, d.redeemed INTO v_available, v_pending, v_held, v_earned, v_redeemed
       FROM ledger.balance_deltas(p_accounts, p_points) d;
     UPDATE member_balances b
        SET available = b.available + v_available, pending = b.pending + v_pending, held = b.held + v_held,
            lifetime_earned = b.lifetime_earned + v_earned, lifetime_redeemed = b.lifetime_redeemed + v_redeemed
      WHERE b.member_id = p_member_pk AND (v_available >= 0 OR p_overdraw OR b.available + v_available >= 0)
-    RETURNING b.available - v_available INTO available_before;
+    RETURNING b.available - v_available, b.merged_into INTO available_before, v_merged;
     IF NOT FOUND THEN
         RETURN;
+    END IF;
+    IF v_merged IS NOT NULL AND NOT p_to_merged THEN
+        -- issue-15: the member was merged into another while this write waited for its lock; the write found it by
+        -- its reference before: it runs again (app/ledger/writes.py) and finds the survivor
+        RAISE EXCEPTION 'member % was merged into member %', p_member_pk, v_merged
+            USING ERRCODE = 'serialization_failure';
     END IF;
     WITH e AS (
         INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata,
@@ -198,6 +225,63 @@ LANGUAGE sql AS $$
     SELECT e.member_id, e.id, e.program_id FROM e
 $$;
 
+-- An entry moving the points of two members (a transfer, a merge), both already locked by the caller
+-- (ledger.lock_members): p_member_pk is the entry's member (whose points leave), p_members the member of each posting,
+-- the other one being recorded in entry_counterparties. Each member's balance row changes by its own postings; an
+-- overdraft of p_member_pk's available points (unless p_overdraw) writes nothing and answers entry_pk NULL.
+-- `available_before`: p_member_pk's.
+CREATE FUNCTION ledger.post_between(
+    p_program uuid, p_member_pk bigint, p_kind text, p_occurred_at timestamptz, p_accounts text[], p_points bigint[],
+    p_members bigint[], p_external_ref text, p_description text, p_metadata jsonb, p_overdraw boolean,
+    OUT entry_pk bigint, OUT available_before bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    v_before bigint;
+BEGIN
+    -- the entry's own member first: its overdraft check decides before anything is written
+    FOR r IN
+        SELECT g.member_pk, d.available, d.pending, d.held, d.earned, d.redeemed
+          FROM (SELECT x.member_pk, array_agg(x.account) AS accounts, array_agg(x.points) AS points
+                  FROM unnest(p_accounts, p_points, p_members) AS x(account, points, member_pk)
+                 GROUP BY x.member_pk) g
+         CROSS JOIN LATERAL ledger.balance_deltas(g.accounts, g.points) d
+         ORDER BY g.member_pk <> p_member_pk, g.member_pk
+    LOOP
+        UPDATE member_balances b
+           SET available = b.available + r.available, pending = b.pending + r.pending, held = b.held + r.held,
+               lifetime_earned = b.lifetime_earned + r.earned, lifetime_redeemed = b.lifetime_redeemed + r.redeemed
+         WHERE b.member_id = r.member_pk
+           AND (r.member_pk <> p_member_pk OR r.available >= 0 OR p_overdraw OR b.available + r.available >= 0)
+        RETURNING b.available - r.available INTO v_before;
+        IF NOT FOUND THEN
+            IF r.member_pk = p_member_pk THEN
+                RETURN;  -- overdrawn: nothing written
+            END IF;
+            RAISE EXCEPTION 'member % has no balance row', r.member_pk USING ERRCODE = 'data_corrupted';
+        END IF;
+        IF r.member_pk = p_member_pk THEN
+            available_before := v_before;
+        END IF;
+    END LOOP;
+    WITH e AS (
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
+        VALUES (p_program, p_member_pk, p_kind, p_occurred_at, p_external_ref, p_description,
+                coalesce(p_metadata, '{}'))
+        RETURNING id
+    ), p AS (
+        INSERT INTO postings (entry_id, program_id, member_id, account, points)
+        SELECT e.id, p_program, x.member_pk, x.account, x.points
+          FROM e CROSS JOIN unnest(p_accounts, p_points, p_members) AS x(account, points, member_pk)
+         WHERE x.points <> 0
+    ), c AS (
+        INSERT INTO entry_counterparties (member_id, entry_id, program_id)
+        SELECT DISTINCT x.member_pk, e.id, p_program FROM e CROSS JOIN unnest(p_members) AS x(member_pk)
+         WHERE x.member_pk <> p_member_pk
+    )
+    SELECT e.id INTO entry_pk FROM e;
+END $$;
+
 -- 5. Entries as the API shows them.
 CREATE FUNCTION ledger.entry_json(p_entry_pk bigint) RETURNS SETOF json LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
@@ -222,7 +306,8 @@ $$;
 -- A member's activity page: `p_limit` entries, newest first, before the entry `p_before` (a public id; NULL:
 -- from the newest), and the cursor of the next page (NULL at the end). NULL when the member does not exist.
 -- Entry ids of one member are assigned under the member's lock, so they commit in id order and a page never
--- skips a late commit.
+-- skips a late commit. issue-15: the member's entries are its own, those it is the counterparty of (a transfer it
+-- received, a merge it survived: ledger.post_between, under its lock too), and those of the members merged into it.
 CREATE FUNCTION ledger.activity_read(p_program uuid, p_member_ref text, p_before text, p_limit integer)
 RETURNS SETOF json LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
@@ -232,9 +317,19 @@ RETURNS SETOF json LANGUAGE sql STABLE AS $$
                             THEN ledger.public_id('ent', min(x.id) FILTER (WHERE x.n <= p_limit)) END)
       FROM ledger.member(p_program, p_member_ref) m
       LEFT JOIN LATERAL (
-          SELECT e.id, row_number() OVER (ORDER BY e.id DESC) AS n FROM entries e
-           WHERE e.member_id = m.id AND (p_before IS NULL OR e.id < ledger.row_id('ent', p_before))
-           ORDER BY e.id DESC LIMIT p_limit + 1
+          SELECT y.id, row_number() OVER (ORDER BY y.id DESC) AS n FROM (
+              SELECT DISTINCT z.id
+                FROM (SELECT m.id UNION ALL SELECT a.id FROM members a WHERE a.merged_into = m.id) s(id)
+               CROSS JOIN LATERAL (
+                   (SELECT e.id FROM entries e
+                     WHERE e.member_id = s.id AND (p_before IS NULL OR e.id < ledger.row_id('ent', p_before))
+                     ORDER BY e.id DESC LIMIT p_limit + 1)
+                   UNION ALL
+                   (SELECT c.entry_id FROM entry_counterparties c
+                     WHERE c.member_id = s.id AND (p_before IS NULL OR c.entry_id < ledger.row_id('ent', p_before))
+                     ORDER BY c.entry_id DESC LIMIT p_limit + 1)
+               ) z
+          ) y ORDER BY y.id DESC LIMIT p_limit + 1
       ) x ON true
       LEFT JOIN LATERAL ledger.entry_json(x.id) ej ON true
      GROUP BY m.id

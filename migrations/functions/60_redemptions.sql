@@ -269,9 +269,10 @@ BEGIN
     e := ledger.post(p_program, r.member_id, 'refund', v_now, ARRAY['redeemed', 'available', 'expired'],
                      ARRAY[-p_points, v_restored, v_expired], NULL, p_description,
                      coalesce(p_metadata, '{}') || jsonb_build_object('redemption_id', ledger.public_id('rdm', r.id),
-                                                                     'reference', r.reference));
+                                                                     'reference', r.reference), p_to_merged => true);
     PERFORM ledger.restore_lots(v_sources, e.entry_pk, p_points, v_now, true);
     PERFORM ledger.cover_debt(r.member_id, e.entry_pk, v_restored);
+    PERFORM ledger.forward_merged(p_program, r.member_id);  -- issue-15: a merged-away member's refund
     UPDATE redemptions SET refunded_points = refunded_points + p_points WHERE id = r.id;
     INSERT INTO redemption_refunds (redemption_id, entry_id, points, available_points, expired_points, created_at)
     VALUES (r.id, e.entry_pk, p_points, v_restored, v_expired, v_now)
@@ -281,8 +282,8 @@ BEGIN
                           'points', f.points, 'available_points', f.available_points, 'expired_points', f.expired_points,
                           'created_at', ledger.ts(f.created_at)) FROM redemption_refunds f WHERE f.id = v_refund),
         'redemption', (SELECT j FROM ledger.redemption_json(r.id, p_points_per_unit, p_minor_units, p_currency) j),
-        'balance', (SELECT j FROM ledger.balance_json(r.member_id) j));
-    PERFORM ledger.emit(p_program, r.member_id, 'points.refunded', v_now, v_body);
+        'balance', (SELECT j FROM ledger.balance_json(ledger.survivor(r.member_id)) j));
+    PERFORM ledger.emit(p_program, ledger.survivor(r.member_id), 'points.refunded', v_now, v_body);
     RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;
 

@@ -269,7 +269,7 @@ BEGIN
         END IF;
         RETURN ledger.respond(p_program, p_key, p_fingerprint, 200, json_build_object(
             'purchase', (SELECT j FROM ledger.purchase_json(x.id) j),
-            'balance', (SELECT j FROM ledger.balance_json(x.member_id) j), 'replayed', true), true);
+            'balance', (SELECT j FROM ledger.balance_json(ledger.survivor(x.member_id)) j), 'replayed', true), true);
     END IF;
     -- issue-14: a purchase's vouchers are redeemed with it, or it is refused and nothing is written
     -- (95_rewards.sql). A member this purchase would enrol has no voucher: refused before the enrolment.
@@ -337,11 +337,11 @@ CREATE TYPE ledger.return_context AS (
 
 CREATE FUNCTION ledger.return_context(p_program uuid, p_order_id text, p_return_id text)
 RETURNS SETOF ledger.return_context LANGUAGE sql STABLE AS $$
-    SELECT p.id, p.member_id, b.facts_version, p.purchase, p.award,
+    SELECT p.id, b.member_id, b.facts_version, p.purchase, p.award,
            (SELECT coalesce(json_agg(r.request ORDER BY r.id), '[]'::json) FROM purchase_returns r
              WHERE r.purchase_id = p.id),
            (SELECT r.content_hash FROM purchase_returns r WHERE r.purchase_id = p.id AND r.return_id = p_return_id)
-      FROM purchases p JOIN member_balances b ON b.member_id = p.member_id
+      FROM purchases p JOIN member_balances b ON b.member_id = ledger.survivor(p.member_id)
      WHERE p.program_id = p_program AND p.order_id = p_order_id
 $$;
 
@@ -349,7 +349,8 @@ CREATE FUNCTION ledger.return_json(p_return_pk bigint, p_replayed boolean) RETUR
 LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
         'order_id', p.order_id, 'return_id', r.return_id, 'occurred_at', ledger.ts(r.occurred_at),
-        'points', r.points, 'shortfall', r.shortfall, 'clawback', r.result, 'balance', (SELECT j FROM ledger.balance_json(p.member_id) j), 'replayed', p_replayed)
+        'points', r.points, 'shortfall', r.shortfall, 'clawback', r.result,
+        'balance', (SELECT j FROM ledger.balance_json(ledger.survivor(p.member_id)) j), 'replayed', p_replayed)
     FROM purchase_returns r JOIN purchases p ON p.id = r.purchase_id
     WHERE r.id = p_return_pk
 $$;
@@ -384,6 +385,7 @@ DECLARE
     v_return bigint;
     v_entry bigint;
     v_at timestamptz := coalesce(p_occurred_at, now());
+    v_member bigint;              -- the purchase's member, or the survivor it was merged into (issue 15)
     v_body json;
     e record;
 BEGIN
@@ -394,7 +396,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN ledger.refusal('purchase_not_found');
     END IF;
-    b := ledger.lock_member(p.member_id);
+    v_member := ledger.survivor(p.member_id);
+    b := ledger.lock_member(v_member);
     SELECT * INTO x FROM purchase_returns WHERE purchase_id = p.id AND return_id = p_return_id;
     IF FOUND THEN
         IF x.content_hash <> p_content_hash THEN
@@ -408,10 +411,18 @@ BEGIN
     END IF;
     SELECT * INTO p FROM purchases WHERE id = p.id FOR UPDATE;
     SELECT * INTO l FROM lots WHERE id = p.lot_id;
+    IF FOUND AND l.member_id <> v_member THEN
+        -- issue-15: the purchase's member was merged away: its pending points are in a lot the merge gave the
+        -- survivor, with the same activation time and expiry (ledger.copy_lots)
+        SELECT ml.* INTO l FROM lots ml JOIN entries me ON me.id = ml.entry_id AND me.kind = 'merge'
+         WHERE ml.member_id = v_member AND ml.pending AND l.pending AND ml.available_at = l.available_at
+           AND ml.expires_at IS NOT DISTINCT FROM l.expires_at AND ml.remaining > 0
+         ORDER BY ml.id LIMIT 1;
+    END IF;
     IF FOUND AND l.pending AND l.available_at <= v_at THEN  -- the window had ended at the return
-        PERFORM ledger.activate_due(p.member_id, now());
-        SELECT * INTO l FROM lots WHERE id = p.lot_id;
-        SELECT * INTO b FROM member_balances WHERE member_id = p.member_id;
+        PERFORM ledger.activate_due(v_member, now());
+        SELECT * INTO l FROM lots WHERE id = l.id;
+        SELECT * INTO b FROM member_balances WHERE member_id = v_member;
     END IF;
     IF FOUND AND l.pending THEN
         v_from_pending := least(l.remaining, p_points);
@@ -425,7 +436,7 @@ BEGIN
     END IF;
 
     IF v_from_pending + v_from_lots + v_negative > 0 THEN
-        e := ledger.post(p_program, p.member_id, 'clawback', v_at, ARRAY['issued', 'pending', 'available'],
+        e := ledger.post(p_program, v_member, 'clawback', v_at, ARRAY['issued', 'pending', 'available'],
                          ARRAY[v_from_pending + v_from_lots + v_negative, -v_from_pending, -(v_from_lots + v_negative)],
                          p.order_id || '/' || p_return_id, 'return',
                          jsonb_build_object('order_id', p.order_id, 'return_id', p_return_id, 'shortfall', v_shortfall),
@@ -436,7 +447,7 @@ BEGIN
             INSERT INTO lot_allocations (entry_id, lot_id, points) VALUES (e.entry_pk, l.id, v_from_pending);
         END IF;
         IF v_from_lots > 0 THEN
-            PERFORM ledger.consume_lots_exactly(p.member_id, e.entry_pk, v_from_lots, p.entry_id);
+            PERFORM ledger.consume_lots_exactly(v_member, e.entry_pk, v_from_lots, p.entry_id);
         END IF;
     END IF;
     -- the tier metric counts line points only: what came back stops qualifying, bonuses aside
@@ -451,8 +462,8 @@ BEGIN
         UPDATE member_rule_awards SET released = true
          WHERE purchase_id = p.id AND rule_id = ANY (p_released_rule_ids) AND NOT released;
     END IF;
-    UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = p.member_id;
+    UPDATE member_balances SET facts_version = facts_version + 1 WHERE member_id = v_member;
     v_body := (SELECT j FROM ledger.return_json(v_return, false) j);
-    PERFORM ledger.emit(p_program, p.member_id, 'purchase.returned', v_at, v_body);
+    PERFORM ledger.emit(p_program, v_member, 'purchase.returned', v_at, v_body);
     RETURN ledger.respond(p_program, p_key, p_fingerprint, 201, v_body);
 END $$;

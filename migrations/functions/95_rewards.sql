@@ -480,9 +480,10 @@ BEGIN
     e := ledger.post(v.program_id, v.member_id, 'exchange_refund', p_now, ARRAY['redeemed', 'available', 'expired'],
                      ARRAY[-v.points, restored, expired], NULL, p_description,
                      jsonb_build_object('voucher_id', ledger.public_id('vch', v.id),
-                                        'reward_id', ledger.public_id('rwd', v.reward_id)));
+                                        'reward_id', ledger.public_id('rwd', v.reward_id)), p_to_merged => true);
     PERFORM ledger.restore_lots(ARRAY[v.entry_id], e.entry_pk, v.points, p_now, true);
     PERFORM ledger.cover_debt(v.member_id, e.entry_pk, restored);
+    PERFORM ledger.forward_merged(v.program_id, v.member_id);  -- issue-15: a merged-away member's voucher
     entry_pk := e.entry_pk;
 END $$;
 

@@ -15,7 +15,7 @@ from app.api.problems import responses
 from app.api.routes.base import ApiRoute
 from app.api.routes.ledger import WRITE_ERRORS
 from app.api.routes.rewards import guard_lookups
-from app.earning import service
+from app.earning import batch, service
 from app.earning.schemas import (
     EarnRulesUpdate,
     EarnRuleVersion,
@@ -23,6 +23,8 @@ from app.earning.schemas import (
     EventCreate,
     EventResult,
     Purchase,
+    PurchaseBatch,
+    PurchaseBatchResult,
     PurchaseCreate,
     PurchaseQuote,
     PurchaseQuoteRequest,
@@ -82,6 +84,23 @@ async def post_purchase(body: PurchaseCreate, principal: Earner, request: Reques
     if body.voucher_codes:  # issue-14: a key's failed lookups of voucher codes are bounded (app/rewards/codes.py)
         return await guard_lookups(request, principal, write)
     return await write()
+
+
+@router.post(
+    "/purchases/batch", response_model=PurchaseBatchResult,
+    responses=responses(*WRITE_ERRORS, "points_out_of_range"),
+)
+async def post_purchase_batch(body: PurchaseBatch, principal: Earner, request: Request,
+                              idempotency_key: IdempotencyKey, db: Database) -> Response:
+    """An offline till's purchases and returns, up to 1,000, in one request and one transaction: each item is
+    posted as its single request would be (`POST /v1/purchases`, `POST /v1/purchases/{order_id}/returns`), by the
+    earn rules, windows and tiers of its own `occurred_at`, idempotent by its order id (and return id); each
+    member's items in `occurred_at` order. The answer has one result per item, in the request's order: `created`,
+    `replayed` (posted before with this content), or `refused` with the problem the single request would have
+    answered; one refused item never fails the others. The whole answer is stored under the Idempotency-Key.
+    A body of the wrong shape is 422 for the whole batch, and nothing is written."""
+    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: batch.post_batch(
+        db, principal, body, idempotency_key, fingerprint))
 
 
 @router.post("/purchases/quote", response_model=PurchaseQuote,

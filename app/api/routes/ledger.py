@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from app.api.auth import Principal, require
 from app.api.deps import Admin, Database, EntryIdPath, MemberIdPath, Pool, Reader
 from app.api.idempotency import JSONText, run_write
 from app.api.idempotency_key import IdempotencyKey
 from app.api.problems import responses
 from app.api.routes.base import ApiRoute
-from app.ledger import service
-from app.ledger.schemas import ActivityPage, AdjustmentCreate, Balance, Entry, EntryWithBalance, ReverseCreate
+from app.ledger import service, transfers
+from app.ledger.schemas import (
+    ActivityPage,
+    AdjustmentCreate,
+    Balance,
+    Entry,
+    EntryWithBalance,
+    ReverseCreate,
+    TransferCreate,
+    TransferResult,
+)
 
 router = APIRouter(prefix="/v1", tags=["ledger"], route_class=ApiRoute)
 
@@ -75,3 +85,24 @@ async def reverse_entry(
     their original expiry); credited points are taken back from the lots the entry created first."""
     return await run_write(request, principal, idempotency_key, body, lambda fingerprint: service.reverse(
         db, principal, entry_id, body, idempotency_key, fingerprint))
+
+
+Spender = Annotated[Principal, Depends(require("redeem"))]
+
+
+@router.post(
+    "/transfers", status_code=201, response_model=TransferResult,
+    responses=responses(*WRITE_ERRORS, "member_not_found", "insufficient_points", "transfers_disabled",
+                        "transfer_amount_invalid", "transfer_limit_reached", "same_member", "member_suspended",
+                        "member_closed", "points_out_of_range"),
+)
+async def create_transfer(
+    body: TransferCreate, principal: Spender, request: Request, idempotency_key: IdempotencyKey, db: Database
+) -> Response:
+    """Give points to another member of the program (gifting, family pooling): one entry takes them from the
+    sender's available points, soonest-expiring lots first, and credits them to the receiver in lots that keep that
+    expiry (a transfer never extends the life of points). Off unless the program setting `transfers_enabled` is on;
+    the settings `transfer_min_points`, `transfer_max_points` and `transfer_daily_limit_points` (per sender and
+    local day) bound it."""
+    return await run_write(request, principal, idempotency_key, body, lambda fingerprint: transfers.transfer(
+        db, principal, body, idempotency_key, fingerprint))
