@@ -11,7 +11,7 @@
 The functions are in migrations/functions/87_transfers.sql and 88_merges.sql.
 
 Revision ID: 1501
-Revises: 1401
+Revises: 1702
 Create Date: 2026-12-02 15:01:00
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '1501'
-down_revision: str | None = '1401'
+down_revision: str | None = '1702'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
