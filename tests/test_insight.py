@@ -818,3 +818,16 @@ async def test_earn_rules_target_segments_and_stages_of_the_last_refresh(tenant,
         {"id": "x", "kind": "multiplier", "factor": "2", "conditions": {"segments": ["vip"]}}]},
         headers=tenant.headers())
     assert r.status_code == 422
+
+
+async def test_the_scheduler_refreshes_only_programmes_whose_last_refresh_is_stale(tenant, db):
+    from app.insight.service import refresh
+
+    await tenant.member("s1")
+    first = await refresh(db, program_id=tenant.program_id, stale_after_hours=24)
+    assert first.programs == 1 and first.members == 1
+    again = await refresh(db, program_id=tenant.program_id, stale_after_hours=24)
+    assert again.programs == 0  # refreshed moments ago
+    await db.execute("UPDATE insight_refreshes SET recorded_at = recorded_at - interval '25 hours' "
+                     "WHERE program_id = $1", tenant.program_id)
+    assert (await refresh(db, program_id=tenant.program_id, stale_after_hours=24)).programs == 1

@@ -83,6 +83,11 @@ SELECT refresh_id, members, changed
 
 DROP_TEMP = "DROP TABLE IF EXISTS insight_new, insight_facts"
 
+# Whether a programme's last refresh is older than $2 seconds (or it was never refreshed): the scheduler's rule.
+STALE = """
+SELECT coalesce(max(recorded_at) < now() - make_interval(secs => $2), true) FROM insight_refreshes WHERE program_id = $1
+"""
+
 PROGRAMS = "SELECT id, settings FROM programs WHERE $1::uuid IS NULL OR id = $1 ORDER BY created_at, id"
 
 MEMBERS_OF = "SELECT count(*) FROM members WHERE program_id = $1 AND created_at <= $2"
@@ -143,23 +148,40 @@ SUMMARY = """
 WITH buckets AS (
     SELECT greatest(b::date, $2::date) AS start, least((b + ('1 ' || $4)::interval)::date, $3::date) AS stop
       FROM generate_series(date_trunc($4, $2::date::timestamp), ($3::date - 1)::timestamp, ('1 ' || $4)::interval) b
-), days AS (
-    SELECT d.member_id, d.day, d.purchases, d.spend,
-           lead(d.day) OVER w AS next_day,
+), days AS MATERIALIZED (
+    SELECT d.member_id, d.day, d.purchases, d.spend, lead(d.day) OVER w AS next_day,
            sum(d.purchases) OVER w AS purchases_so_far
       FROM member_purchase_days d JOIN members m ON m.id = d.member_id
      WHERE m.program_id = $1 AND d.day < $3::date
     WINDOW w AS (PARTITION BY d.member_id ORDER BY d.day)
 ), repeaters AS (  -- the day each member's purchases reached two
     SELECT member_id, min(day) AS second_on FROM days WHERE purchases_so_far >= 2 GROUP BY member_id
+), buying AS (
+    SELECT greatest(date_trunc($4, d.day)::date, $2::date) AS start, count(DISTINCT d.member_id) AS active,
+           count(DISTINCT d.member_id) FILTER (
+               WHERE r.second_on < least((date_trunc($4, d.day) + ('1 ' || $4)::interval)::date, $3::date))
+               AS repeat,
+           sum(d.purchases) AS purchases, sum(d.spend) AS spend
+      FROM days d LEFT JOIN repeaters r USING (member_id)
+     WHERE d.day >= $2::date
+     GROUP BY 1
 ), lapses AS (
-    SELECT member_id, day + $5::integer AS lapsed_on FROM days
-     WHERE (next_day IS NULL OR next_day > day + $5::integer) AND day + $5::integer <= $6::date
+    SELECT greatest(date_trunc($4, l.lapsed_on)::date, $2::date) AS start, count(*) AS lapsed
+      FROM (SELECT day + $5::integer AS lapsed_on FROM days
+             WHERE next_day IS NULL OR next_day > day + $5::integer) l
+     WHERE l.lapsed_on >= $2::date AND l.lapsed_on < $3::date AND l.lapsed_on <= $6::date
+     GROUP BY 1
 ), enrolled AS (
-    SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day FROM members m
-     WHERE m.program_id = $1 AND m.created_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+    SELECT greatest(date_trunc($4, (m.created_at AT TIME ZONE 'UTC')::date)::date, $2::date) AS start,
+           count(*) AS new
+      FROM members m
+     WHERE m.program_id = $1 AND m.created_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'
+       AND m.created_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+     GROUP BY 1
 ), points AS (
-    SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
+    SELECT CASE WHEN e.occurred_at < ($2::date)::timestamp AT TIME ZONE 'UTC' THEN NULL
+                ELSE greatest(date_trunc($4, (e.occurred_at AT TIME ZONE 'UTC')::date)::date, $2::date) END
+               AS start,
            -sum(p.points) FILTER (WHERE p.account IN ('issued', 'adjustments')) AS issued,
            sum(p.points) FILTER (WHERE p.account = 'redeemed') AS redeemed,
            sum(p.points) FILTER (WHERE p.account = 'expired') AS expired
@@ -167,28 +189,23 @@ WITH buckets AS (
      WHERE p.program_id = $1 AND e.occurred_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
        AND p.account IN ('issued', 'adjustments', 'redeemed', 'expired')
      GROUP BY 1
-), before AS (
+), before AS (  -- the points of the entries before $2 (start NULL)
     SELECT coalesce(sum(issued), 0) AS issued, coalesce(sum(redeemed), 0) AS redeemed,
            coalesce(sum(expired), 0) AS expired
-      FROM points WHERE day < $2::date
+      FROM points WHERE start IS NULL
 )
-SELECT b.start, b.stop,
-       (SELECT count(*) FROM enrolled x WHERE x.day >= b.start AND x.day < b.stop) AS new_members,
-       (SELECT count(DISTINCT d.member_id) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS active_members,
-       (SELECT count(DISTINCT d.member_id) FROM days d JOIN repeaters r USING (member_id)
-         WHERE d.day >= b.start AND d.day < b.stop AND r.second_on < b.stop) AS repeat_members,
-       (SELECT count(*) FROM lapses l WHERE l.lapsed_on >= b.start AND l.lapsed_on < b.stop) AS lapsed_members,
-       (SELECT coalesce(sum(d.purchases), 0) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS purchases,
-       (SELECT coalesce(sum(d.spend), 0) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS spend,
+SELECT b.start, b.stop, coalesce(n.new, 0) AS new_members, coalesce(y.active, 0) AS active_members,
+       coalesce(y.repeat, 0) AS repeat_members, coalesce(l.lapsed, 0) AS lapsed_members,
+       coalesce(y.purchases, 0) AS purchases, coalesce(y.spend, 0) AS spend,
        coalesce(p.issued, 0) AS issued, coalesce(p.redeemed, 0) AS redeemed, coalesce(p.expired, 0) AS expired,
        (SELECT issued FROM before) + sum(coalesce(p.issued, 0)) OVER o AS issued_to_date,
        (SELECT redeemed FROM before) + sum(coalesce(p.redeemed, 0)) OVER o AS redeemed_to_date,
        (SELECT expired FROM before) + sum(coalesce(p.expired, 0)) OVER o AS expired_to_date
   FROM buckets b
-  LEFT JOIN LATERAL (
-      SELECT sum(x.issued) AS issued, sum(x.redeemed) AS redeemed, sum(x.expired) AS expired
-        FROM points x WHERE x.day >= b.start AND x.day < b.stop
-  ) p ON true
+  LEFT JOIN buying y ON y.start = b.start
+  LEFT JOIN lapses l ON l.start = b.start
+  LEFT JOIN enrolled n ON n.start = b.start
+  LEFT JOIN points p ON p.start = b.start
 WINDOW o AS (ORDER BY b.start)
  ORDER BY b.start
 """
