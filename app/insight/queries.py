@@ -148,26 +148,30 @@ SUMMARY = """
 WITH buckets AS (
     SELECT greatest(b::date, $2::date) AS start, least((b + ('1 ' || $4)::interval)::date, $3::date) AS stop
       FROM generate_series(date_trunc($4, $2::date::timestamp), ($3::date - 1)::timestamp, ('1 ' || $4)::interval) b
-), days AS MATERIALIZED (
+), recent AS MATERIALIZED (  -- the purchase days that can count: from lapsed_days before $2 (a lapse in range)
     SELECT d.member_id, d.day, d.purchases, d.spend, lead(d.day) OVER w AS next_day,
            sum(d.purchases) OVER w AS purchases_so_far
       FROM member_purchase_days d JOIN members m ON m.id = d.member_id
-     WHERE m.program_id = $1 AND d.day < $3::date
+     WHERE m.program_id = $1 AND d.day >= $2::date - $5::integer AND d.day < $3::date
     WINDOW w AS (PARTITION BY d.member_id ORDER BY d.day)
-), repeaters AS (  -- the day each member's purchases reached two
-    SELECT member_id, min(day) AS second_on FROM days WHERE purchases_so_far >= 2 GROUP BY member_id
+), repeaters AS (  -- per member buying in range: the day its purchases reached two, or whether it bought before
+    SELECT r.member_id, min(r.day) FILTER (WHERE r.purchases_so_far >= 2) AS second_on,
+           EXISTS (SELECT 1 FROM member_purchase_days e
+                    WHERE e.member_id = r.member_id AND e.day < $2::date - $5::integer) AS earlier
+      FROM recent r GROUP BY r.member_id HAVING max(r.day) >= $2::date
 ), buying AS (
     SELECT greatest(date_trunc($4, d.day)::date, $2::date) AS start, count(DISTINCT d.member_id) AS active,
            count(DISTINCT d.member_id) FILTER (
-               WHERE r.second_on < least((date_trunc($4, d.day) + ('1 ' || $4)::interval)::date, $3::date))
+               WHERE r.earlier
+                  OR r.second_on < least((date_trunc($4, d.day) + ('1 ' || $4)::interval)::date, $3::date))
                AS repeat,
            sum(d.purchases) AS purchases, sum(d.spend) AS spend
-      FROM days d LEFT JOIN repeaters r USING (member_id)
+      FROM recent d JOIN repeaters r USING (member_id)
      WHERE d.day >= $2::date
      GROUP BY 1
 ), lapses AS (
     SELECT greatest(date_trunc($4, l.lapsed_on)::date, $2::date) AS start, count(*) AS lapsed
-      FROM (SELECT day + $5::integer AS lapsed_on FROM days
+      FROM (SELECT day + $5::integer AS lapsed_on FROM recent
              WHERE next_day IS NULL OR next_day > day + $5::integer) l
      WHERE l.lapsed_on >= $2::date AND l.lapsed_on < $3::date AND l.lapsed_on <= $6::date
      GROUP BY 1
