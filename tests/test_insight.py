@@ -835,3 +835,19 @@ async def test_the_scheduler_refreshes_only_programmes_whose_last_refresh_is_sta
     await db.execute("UPDATE insight_refreshes SET recorded_at = recorded_at - interval '25 hours' "
                      "WHERE program_id = $1", tenant.program_id)
     assert (await refresh(db, program_id=tenant.program_id, stale_after_hours=24)).programs == 1
+
+
+async def test_a_refresh_rewrites_only_the_rows_that_changed(tenant, db):
+    """Recency is derived from last_purchase_on and the refresh's as_of: a day later, a member who did nothing keeps
+    its row as it was (same row version), and reads still say the new recency."""
+    await _build(tenant)
+    await _refresh(db, tenant, _now())
+    query = ("SELECT m.external_id, i.xmin::text AS version FROM member_insights i JOIN members m ON m.id = i.member_id "
+             "WHERE m.program_id = $1")
+    before = {r["external_id"]: r["version"] for r in await db.fetch(query, tenant.program_id)}
+    await _purchase(tenant, "bob", 0, "5.00")  # bob's frequency and spend change
+    await _refresh(db, tenant, _now() + timedelta(days=1))
+    after = {r["external_id"]: r["version"] for r in await db.fetch(query, tenant.program_id)}
+    assert after["bob"] != before["bob"]
+    assert after["fay"] == before["fay"]  # never purchased, still new: untouched
+    assert (await _insight(tenant, "cyd"))["recency_days"] == 51

@@ -96,12 +96,15 @@ MEMBERS_OF = "SELECT count(*) FROM members WHERE program_id = $1 AND created_at 
 # balance row.
 MEMBER = """
 SELECT m.id AS member_pk, m.external_id, r.as_of, r.window_days, i.first_purchase_on, i.last_purchase_on,
-       i.recency_days, i.frequency, i.monetary, i.r_score, i.f_score, i.m_score, i.segment, i.stage,
+       (r.as_of AT TIME ZONE 'UTC')::date - i.last_purchase_on AS recency_days, i.frequency, i.monetary,
+       i.r_score, i.f_score, i.m_score, i.segment, i.stage,
        coalesce(b.available, 0) AS available, coalesce(b.pending, 0) AS pending, coalesce(b.held, 0) AS held,
        coalesce(b.lifetime_earned, 0) AS lifetime_earned, coalesce(b.lifetime_redeemed, 0) AS lifetime_redeemed
   FROM ledger.member($1, $2) m
   LEFT JOIN member_insights i ON i.member_id = m.id
-  LEFT JOIN insight_refreshes r ON r.id = i.refresh_id
+  LEFT JOIN LATERAL (SELECT x.as_of, x.window_days FROM insight_refreshes x
+                      WHERE x.program_id = m.program_id AND i.member_id IS NOT NULL
+                      ORDER BY x.id DESC LIMIT 1) r ON true
   LEFT JOIN member_balances b ON b.member_id = m.id
 """
 
@@ -114,7 +117,10 @@ SELECT id, as_of, window_days, median_interval_days, thresholds, members, summar
 # A page of a segment's members in member-row order after $3 (a row id; 0 from the start), $4 + 1 rows; spend rounded
 # to $5 decimals (the currency's).
 SEGMENT_PAGE = """
-SELECT i.member_id AS member_pk, m.external_id, i.recency_days, i.frequency, round(i.monetary, $5) AS monetary,
+SELECT i.member_id AS member_pk, m.external_id,
+       (SELECT (x.as_of AT TIME ZONE 'UTC')::date FROM insight_refreshes x WHERE x.program_id = $1
+         ORDER BY x.id DESC LIMIT 1) - i.last_purchase_on AS recency_days,
+       i.frequency, round(i.monetary, $5) AS monetary,
        i.r_score, i.f_score,
        i.m_score, i.segment, i.stage, i.last_purchase_on
   FROM member_insights i JOIN members m ON m.id = i.member_id
@@ -126,7 +132,9 @@ SELECT i.member_id AS member_pk, m.external_id, i.recency_days, i.frequency, rou
 # The export ($3: the currency's decimals): the same rows with the contact details a campaign needs. An erased
 # member's are NULL (erasure empties them), so they never appear.
 SEGMENT_EXPORT = """
-SELECT m.external_id AS member_id, m.name, m.email, m.phone, i.segment, i.stage, i.recency_days, i.frequency,
+SELECT m.external_id AS member_id, m.name, m.email, m.phone, i.segment, i.stage,
+       (SELECT (x.as_of AT TIME ZONE 'UTC')::date FROM insight_refreshes x WHERE x.program_id = $1
+         ORDER BY x.id DESC LIMIT 1) - i.last_purchase_on AS recency_days, i.frequency,
        round(i.monetary, $3) AS monetary, i.r_score, i.f_score, i.m_score, i.last_purchase_on
   FROM member_insights i JOIN members m ON m.id = i.member_id
  WHERE i.program_id = $1 AND i.segment = $2

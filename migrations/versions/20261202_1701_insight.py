@@ -51,10 +51,8 @@ def upgrade() -> None:
         "member_insights",
         sa.Column("member_id", sa.BigInteger(), nullable=False),
         sa.Column("program_id", sa.UUID(), nullable=False),
-        sa.Column("refresh_id", sa.BigInteger(), nullable=False),
         sa.Column("first_purchase_on", sa.Date(), nullable=True),
         sa.Column("last_purchase_on", sa.Date(), nullable=True),
-        sa.Column("recency_days", sa.Integer(), nullable=True, comment="days from the last purchase to the refresh"),
         sa.Column("frequency", sa.Integer(), nullable=False, comment="purchases in the window"),
         sa.Column("monetary", sa.Numeric(), nullable=False, comment="eligible spend in the window"),
         sa.Column("r_score", sa.SmallInteger(), nullable=True),
@@ -63,7 +61,8 @@ def upgrade() -> None:
         sa.Column("segment", sa.Text(), nullable=True, comment="NULL: never purchased"),
         sa.Column("stage", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("member_id", name=op.f("pk_member_insights")),
-        comment="derived, replaced by every refresh; not part of the ledger",
+        comment="derived, as of the programme's last refresh (rows it left unchanged are not rewritten); not part of "
+                "the ledger",
     )
     op.create_index(op.f("ix_member_insights_program_id_segment_member_id"), "member_insights",
                     ["program_id", "segment", "member_id"])
