@@ -842,8 +842,8 @@ async def test_a_refresh_rewrites_only_the_rows_that_changed(tenant, db):
     its row as it was (same row version), and reads still say the new recency."""
     await _build(tenant)
     await _refresh(db, tenant, _now())
-    query = ("SELECT m.external_id, i.xmin::text AS version FROM member_insights i JOIN members m ON m.id = i.member_id "
-             "WHERE m.program_id = $1")
+    query = ("SELECT m.external_id, i.xmin::text AS version FROM member_insights i "
+             "JOIN members m ON m.id = i.member_id WHERE m.program_id = $1")
     before = {r["external_id"]: r["version"] for r in await db.fetch(query, tenant.program_id)}
     await _purchase(tenant, "bob", 0, "5.00")  # bob's frequency and spend change
     await _refresh(db, tenant, _now() + timedelta(days=1))
