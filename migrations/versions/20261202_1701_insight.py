@@ -1,6 +1,6 @@
 """insight: the members' RFM scores, segments and lifecycle stages as of the last refresh, and the refreshes.
 
-* `member_insights`: one row per member of a refreshed programme, replaced by each refresh (not part of the
+* `member_insights`: one row per member of a refreshed programme, as of its last refresh (not part of the
   ledger: derived from `member_purchase_days` and `members`).
 * `insight_refreshes`: one row per refresh of a programme: when, the window and thresholds used, and the sizes,
   spend and movement per segment and per stage (what `GET /v1/segments` answers, and compares with the one before).
