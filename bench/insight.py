@@ -131,12 +131,51 @@ async def measure(url: str, args: argparse.Namespace, doc: dict[str, Any]) -> No
             }
             print(f"[insight] {name}: {result.members:,} members in {result.seconds:.1f}s, "
                   f"{result.segment_changes:,} segment changes ({before})", flush=True)
+        doc["reads"] = await reads(pool, program)
         summary = await pool.fetchval("SELECT summary FROM insight_refreshes WHERE program_id = $1 "
                                       "ORDER BY id DESC LIMIT 1", program)
         doc["segments"] = {str(s["segment"]): s["members"] for s in summary["segments"]}
         doc["stages"] = {s["stage"]: s["members"] for s in summary["stages"]}
     finally:
         await pool.close()
+
+
+async def reads(pool: Any, program: Any) -> dict[str, Any]:
+    """The reads over the refreshed programme, each once (seconds): the segments overview, a page, a whole segment
+    exported, the summary by month over a year and by day over 30 days, the liability forecast."""
+    from datetime import timedelta
+
+    from app.insight import health, service
+    from app.insight.rfm import Segment
+    from app.programs.context import Principal
+    from app.programs.schemas import ProgramSettings
+
+    p = Principal(key_id=program, program_id=program, scopes=frozenset({"admin"}), currency="EUR", timezone="UTC",
+                  settings=ProgramSettings())
+    out: dict[str, Any] = {}
+    today = datetime.now(UTC).date()
+
+    async def timed(name: str, work: Any) -> Any:
+        started = time.perf_counter()
+        result = await work
+        out[name] = round(time.perf_counter() - started, 3)
+        return result
+
+    await timed("segments_overview", service.segments_overview(pool, p))
+    await timed("segment_page_100", service.segment_page(pool, p, Segment.CHAMPIONS, None, 100))
+
+    async def export() -> int:
+        size = 0
+        async for chunk in service.export_rows(pool, program, "EUR", Segment.CHAMPIONS, "csv"):
+            size += len(chunk)
+        return size
+
+    out["export_champions_bytes"] = await timed("export_champions_csv", export())
+    await timed("summary_month_12", health.summary(pool, p, today - timedelta(days=365), today + timedelta(days=1),
+                                                   "month", today))
+    await timed("summary_day_30", health.summary(pool, p, None, None, "day", today))
+    await timed("liability_forecast", health.liability_forecast(pool, p, 12))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -713,7 +713,8 @@ partner_codes = sa.Table(
 
 
 # Insight (issue 17): derived from member_purchase_days and members by the refresh (migrations/functions/97_insight.sql,
-# app/insight/); not part of the ledger. member_insights is replaced by every refresh of its programme.
+# app/insight/); not part of the ledger. member_insights holds the programme's last refresh: each refresh rewrites only
+# the rows that changed (recency is derived from last_purchase_on and the refresh's as_of, so it never does by itself).
 insight_refreshes = sa.Table(
     "insight_refreshes",
     metadata,
@@ -738,10 +739,8 @@ member_insights = sa.Table(
     metadata,
     sa.Column("member_id", sa.BigInteger, primary_key=True),
     sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
-    sa.Column("refresh_id", sa.BigInteger, nullable=False),
     sa.Column("first_purchase_on", sa.Date),
     sa.Column("last_purchase_on", sa.Date),
-    sa.Column("recency_days", sa.Integer, comment="days from the last purchase to the refresh"),
     sa.Column("frequency", sa.Integer, nullable=False, comment="purchases in the window"),
     sa.Column("monetary", sa.Numeric, nullable=False, comment="eligible spend in the window"),
     sa.Column("r_score", sa.SmallInteger),
@@ -750,7 +749,8 @@ member_insights = sa.Table(
     sa.Column("segment", sa.Text, comment="NULL: never purchased"),
     sa.Column("stage", sa.Text, nullable=False),
     sa.Index(None, "program_id", "segment", "member_id"),
-    comment="derived, replaced by every refresh; not part of the ledger",
+    comment="derived, as of the programme's last refresh (rows it left unchanged are not rewritten); not part of "
+            "the ledger",
 )
 
 audiences = sa.Table(

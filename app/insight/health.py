@@ -17,6 +17,8 @@ Definitions (README "Insight", programme health):
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,6 +46,9 @@ from app.programs.context import Principal
 from app.redemption.conversion import points_value
 
 MAX_PERIODS = 400
+# The summary and the forecast read a programme's whole history: longer than a request's statement timeout may
+# allow at a million members (README "Insight", measured figures).
+ANALYTICS_TIMEOUT_SECONDS = 120.0
 _SHARE = Decimal("0.0001")
 
 
@@ -68,6 +73,15 @@ def _months(first: date, last: date) -> list[str]:
     return out
 
 
+@asynccontextmanager
+async def _analytics(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a read-only REPEATABLE READ transaction (every figure of one answer from one snapshot),
+    allowed ANALYTICS_TIMEOUT_SECONDS instead of the requests' statement timeout."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+        await conn.execute(f"SET LOCAL statement_timeout = {int(ANALYTICS_TIMEOUT_SECONDS * 1000)}")
+        yield conn
+
+
 async def lapsed_days_for(conn: asyncpg.Connection | asyncpg.Pool, p: Principal) -> int:
     last = await conn.fetchval(q.LAST_LAPSED_DAYS, p.program_id)
     if last is not None:
@@ -76,8 +90,15 @@ async def lapsed_days_for(conn: asyncpg.Connection | asyncpg.Pool, p: Principal)
     return thresholds(None, s.lifecycle_new_days, s.lifecycle_at_risk_days, s.lifecycle_lapsed_days).lapsed_days
 
 
-async def summary(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, start: date | None, end: date | None,
-                  granularity: Granularity, today: date | None = None) -> Summary:
+async def summary(pool: asyncpg.Pool, p: Principal, start: date | None, end: date | None, granularity: Granularity,
+                  today: date | None = None) -> Summary:
+    """The programme's health per period (see the module docstring), in one read-only snapshot."""
+    async with _analytics(pool) as conn:
+        return await _summary(conn, p, start, end, granularity, today)
+
+
+async def _summary(conn: asyncpg.Connection, p: Principal, start: date | None, end: date | None,
+                   granularity: Granularity, today: date | None = None) -> Summary:
     today = today or datetime.now(UTC).date()
     end = end or today + timedelta(days=1)
     start = start or end - timedelta(days=30)
@@ -87,7 +108,8 @@ async def summary(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, start: 
         raise DomainError("validation_error", f"At most {MAX_PERIODS} periods: choose a coarser granularity or a "
                           "shorter range.")
     lapsed_days = await lapsed_days_for(conn, p)
-    rows = await conn.fetch(q.SUMMARY, p.program_id, start, end, granularity, lapsed_days, today)
+    rows = await conn.fetch(q.SUMMARY, p.program_id, start, end, granularity, lapsed_days, today,
+                            timeout=ANALYTICS_TIMEOUT_SECONDS)
     quantum = Decimal(1).scaleb(-MINOR_UNITS[p.currency])
     periods = []
     for r in rows:
@@ -106,7 +128,7 @@ async def summary(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, start: 
         ))
     cohorts = []
     last_month = end - timedelta(days=1)
-    for c in await conn.fetch(q.COHORTS, p.program_id, start, end):
+    for c in await conn.fetch(q.COHORTS, p.program_id, start, end, timeout=ANALYTICS_TIMEOUT_SECONDS):
         active_by_month: dict[str, Any] = c["active"]
         months = _months(c["cohort"], last_month)
         active = [int(active_by_month.get(m, 0)) for m in months]
@@ -123,16 +145,22 @@ def _rate(value: float) -> Decimal:
     return Decimal(repr(round(value, 6))).quantize(Decimal("0.000001"))
 
 
-async def liability_forecast(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, horizon: int,
+async def liability_forecast(pool: asyncpg.Pool, p: Principal, horizon: int,
                              now: datetime | None = None) -> LiabilityForecast:
     """The outstanding points now, and when they are expected to be redeemed or break (``app/insight/forecast.py``
-    has the method)."""
+    has the method), in one read-only snapshot."""
+    async with _analytics(pool) as conn:
+        return await _liability_forecast(conn, p, horizon, now)
+
+
+async def _liability_forecast(conn: asyncpg.Connection, p: Principal, horizon: int,
+                              now: datetime | None = None) -> LiabilityForecast:
     now = now or datetime.now(UTC)
     as_of = month_index(now.year, now.month)
     flows: dict[int, CohortFlows] = {}
-    for row in await conn.fetch(q.LOT_COHORTS, p.program_id, now):
+    for row in await conn.fetch(q.LOT_COHORTS, p.program_id, now, timeout=ANALYTICS_TIMEOUT_SECONDS):
         flows[row["cohort"]] = CohortFlows(cohort=row["cohort"], points=int(row["points"]))
-    for row in await conn.fetch(q.LOT_FLOWS, p.program_id, now, q.REDEEMING_KINDS):
+    for row in await conn.fetch(q.LOT_FLOWS, p.program_id, now, q.REDEEMING_KINDS, timeout=ANALYTICS_TIMEOUT_SECONDS):
         c = flows.get(row["cohort"])
         if c is not None:
             c.redeemed[row["age"]] = int(row["redeemed"])
@@ -140,8 +168,8 @@ async def liability_forecast(conn: asyncpg.Connection | asyncpg.Pool, p: Princip
     # The current month is not fully observed: rates come from the months before it.
     rates, tail = redemption_rates(flows.values(), as_of)
     groups = [OpenPoints(cohort=r["cohort"], expires_month=r["expires_month"], points=int(r["points"]))
-              for r in await conn.fetch(q.OPEN_POINTS, p.program_id)]
-    totals = await conn.fetchrow(q.LIABILITY_NOW, p.program_id)
+              for r in await conn.fetch(q.OPEN_POINTS, p.program_id, timeout=ANALYTICS_TIMEOUT_SECONDS)]
+    totals = await conn.fetchrow(q.LIABILITY_NOW, p.program_id, timeout=ANALYTICS_TIMEOUT_SECONDS)
     held = int(totals["held"])
     f = forecast(groups, rates, tail, as_of, horizon, held=held)
 

@@ -83,6 +83,11 @@ SELECT refresh_id, members, changed
 
 DROP_TEMP = "DROP TABLE IF EXISTS insight_new, insight_facts"
 
+# Whether a programme's last refresh is older than $2 seconds (or it was never refreshed): the scheduler's rule.
+STALE = """
+SELECT coalesce(max(recorded_at) < now() - make_interval(secs => $2), true) FROM insight_refreshes WHERE program_id = $1
+"""
+
 PROGRAMS = "SELECT id, settings FROM programs WHERE $1::uuid IS NULL OR id = $1 ORDER BY created_at, id"
 
 MEMBERS_OF = "SELECT count(*) FROM members WHERE program_id = $1 AND created_at <= $2"
@@ -91,12 +96,15 @@ MEMBERS_OF = "SELECT count(*) FROM members WHERE program_id = $1 AND created_at 
 # balance row.
 MEMBER = """
 SELECT m.id AS member_pk, m.external_id, r.as_of, r.window_days, i.first_purchase_on, i.last_purchase_on,
-       i.recency_days, i.frequency, i.monetary, i.r_score, i.f_score, i.m_score, i.segment, i.stage,
+       (r.as_of AT TIME ZONE 'UTC')::date - i.last_purchase_on AS recency_days, i.frequency, i.monetary,
+       i.r_score, i.f_score, i.m_score, i.segment, i.stage,
        coalesce(b.available, 0) AS available, coalesce(b.pending, 0) AS pending, coalesce(b.held, 0) AS held,
        coalesce(b.lifetime_earned, 0) AS lifetime_earned, coalesce(b.lifetime_redeemed, 0) AS lifetime_redeemed
   FROM ledger.member($1, $2) m
   LEFT JOIN member_insights i ON i.member_id = m.id
-  LEFT JOIN insight_refreshes r ON r.id = i.refresh_id
+  LEFT JOIN LATERAL (SELECT x.as_of, x.window_days FROM insight_refreshes x
+                      WHERE x.program_id = m.program_id AND i.member_id IS NOT NULL
+                      ORDER BY x.id DESC LIMIT 1) r ON true
   LEFT JOIN member_balances b ON b.member_id = m.id
 """
 
@@ -109,7 +117,10 @@ SELECT id, as_of, window_days, median_interval_days, thresholds, members, summar
 # A page of a segment's members in member-row order after $3 (a row id; 0 from the start), $4 + 1 rows; spend rounded
 # to $5 decimals (the currency's).
 SEGMENT_PAGE = """
-SELECT i.member_id AS member_pk, m.external_id, i.recency_days, i.frequency, round(i.monetary, $5) AS monetary,
+SELECT i.member_id AS member_pk, m.external_id,
+       (SELECT (x.as_of AT TIME ZONE 'UTC')::date FROM insight_refreshes x WHERE x.program_id = $1
+         ORDER BY x.id DESC LIMIT 1) - i.last_purchase_on AS recency_days,
+       i.frequency, round(i.monetary, $5) AS monetary,
        i.r_score, i.f_score,
        i.m_score, i.segment, i.stage, i.last_purchase_on
   FROM member_insights i JOIN members m ON m.id = i.member_id
@@ -121,7 +132,9 @@ SELECT i.member_id AS member_pk, m.external_id, i.recency_days, i.frequency, rou
 # The export ($3: the currency's decimals): the same rows with the contact details a campaign needs. An erased
 # member's are NULL (erasure empties them), so they never appear.
 SEGMENT_EXPORT = """
-SELECT m.external_id AS member_id, m.name, m.email, m.phone, i.segment, i.stage, i.recency_days, i.frequency,
+SELECT m.external_id AS member_id, m.name, m.email, m.phone, i.segment, i.stage,
+       (SELECT (x.as_of AT TIME ZONE 'UTC')::date FROM insight_refreshes x WHERE x.program_id = $1
+         ORDER BY x.id DESC LIMIT 1) - i.last_purchase_on AS recency_days, i.frequency,
        round(i.monetary, $3) AS monetary, i.r_score, i.f_score, i.m_score, i.last_purchase_on
   FROM member_insights i JOIN members m ON m.id = i.member_id
  WHERE i.program_id = $1 AND i.segment = $2
@@ -143,23 +156,44 @@ SUMMARY = """
 WITH buckets AS (
     SELECT greatest(b::date, $2::date) AS start, least((b + ('1 ' || $4)::interval)::date, $3::date) AS stop
       FROM generate_series(date_trunc($4, $2::date::timestamp), ($3::date - 1)::timestamp, ('1 ' || $4)::interval) b
-), days AS (
-    SELECT d.member_id, d.day, d.purchases, d.spend,
-           lead(d.day) OVER w AS next_day,
+), recent AS MATERIALIZED (  -- the purchase days that can count: from lapsed_days before $2 (a lapse in range)
+    SELECT d.member_id, d.day, d.purchases, d.spend, lead(d.day) OVER w AS next_day,
            sum(d.purchases) OVER w AS purchases_so_far
       FROM member_purchase_days d JOIN members m ON m.id = d.member_id
-     WHERE m.program_id = $1 AND d.day < $3::date
+     WHERE m.program_id = $1 AND d.day >= $2::date - $5::integer AND d.day < $3::date
     WINDOW w AS (PARTITION BY d.member_id ORDER BY d.day)
-), repeaters AS (  -- the day each member's purchases reached two
-    SELECT member_id, min(day) AS second_on FROM days WHERE purchases_so_far >= 2 GROUP BY member_id
+), repeaters AS (  -- per member buying in range: the day its purchases reached two, or whether it bought before
+    SELECT r.member_id, min(r.day) FILTER (WHERE r.purchases_so_far >= 2) AS second_on,
+           EXISTS (SELECT 1 FROM member_purchase_days e
+                    WHERE e.member_id = r.member_id AND e.day < $2::date - $5::integer) AS earlier
+      FROM recent r GROUP BY r.member_id HAVING max(r.day) >= $2::date
+), buying AS (
+    SELECT greatest(date_trunc($4, d.day)::date, $2::date) AS start, count(DISTINCT d.member_id) AS active,
+           count(DISTINCT d.member_id) FILTER (
+               WHERE r.earlier
+                  OR r.second_on < least((date_trunc($4, d.day) + ('1 ' || $4)::interval)::date, $3::date))
+               AS repeat,
+           sum(d.purchases) AS purchases, sum(d.spend) AS spend
+      FROM recent d JOIN repeaters r USING (member_id)
+     WHERE d.day >= $2::date
+     GROUP BY 1
 ), lapses AS (
-    SELECT member_id, day + $5::integer AS lapsed_on FROM days
-     WHERE (next_day IS NULL OR next_day > day + $5::integer) AND day + $5::integer <= $6::date
+    SELECT greatest(date_trunc($4, l.lapsed_on)::date, $2::date) AS start, count(*) AS lapsed
+      FROM (SELECT day + $5::integer AS lapsed_on FROM recent
+             WHERE next_day IS NULL OR next_day > day + $5::integer) l
+     WHERE l.lapsed_on >= $2::date AND l.lapsed_on < $3::date AND l.lapsed_on <= $6::date
+     GROUP BY 1
 ), enrolled AS (
-    SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day FROM members m
-     WHERE m.program_id = $1 AND m.created_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+    SELECT greatest(date_trunc($4, (m.created_at AT TIME ZONE 'UTC')::date)::date, $2::date) AS start,
+           count(*) AS new
+      FROM members m
+     WHERE m.program_id = $1 AND m.created_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'
+       AND m.created_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
+     GROUP BY 1
 ), points AS (
-    SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
+    SELECT CASE WHEN e.occurred_at < ($2::date)::timestamp AT TIME ZONE 'UTC' THEN NULL
+                ELSE greatest(date_trunc($4, (e.occurred_at AT TIME ZONE 'UTC')::date)::date, $2::date) END
+               AS start,
            -sum(p.points) FILTER (WHERE p.account IN ('issued', 'adjustments')) AS issued,
            sum(p.points) FILTER (WHERE p.account = 'redeemed') AS redeemed,
            sum(p.points) FILTER (WHERE p.account = 'expired') AS expired
@@ -167,28 +201,23 @@ WITH buckets AS (
      WHERE p.program_id = $1 AND e.occurred_at < ($3::date)::timestamp AT TIME ZONE 'UTC'
        AND p.account IN ('issued', 'adjustments', 'redeemed', 'expired')
      GROUP BY 1
-), before AS (
+), before AS (  -- the points of the entries before $2 (start NULL)
     SELECT coalesce(sum(issued), 0) AS issued, coalesce(sum(redeemed), 0) AS redeemed,
            coalesce(sum(expired), 0) AS expired
-      FROM points WHERE day < $2::date
+      FROM points WHERE start IS NULL
 )
-SELECT b.start, b.stop,
-       (SELECT count(*) FROM enrolled x WHERE x.day >= b.start AND x.day < b.stop) AS new_members,
-       (SELECT count(DISTINCT d.member_id) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS active_members,
-       (SELECT count(DISTINCT d.member_id) FROM days d JOIN repeaters r USING (member_id)
-         WHERE d.day >= b.start AND d.day < b.stop AND r.second_on < b.stop) AS repeat_members,
-       (SELECT count(*) FROM lapses l WHERE l.lapsed_on >= b.start AND l.lapsed_on < b.stop) AS lapsed_members,
-       (SELECT coalesce(sum(d.purchases), 0) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS purchases,
-       (SELECT coalesce(sum(d.spend), 0) FROM days d WHERE d.day >= b.start AND d.day < b.stop) AS spend,
+SELECT b.start, b.stop, coalesce(n.new, 0) AS new_members, coalesce(y.active, 0) AS active_members,
+       coalesce(y.repeat, 0) AS repeat_members, coalesce(l.lapsed, 0) AS lapsed_members,
+       coalesce(y.purchases, 0) AS purchases, coalesce(y.spend, 0) AS spend,
        coalesce(p.issued, 0) AS issued, coalesce(p.redeemed, 0) AS redeemed, coalesce(p.expired, 0) AS expired,
        (SELECT issued FROM before) + sum(coalesce(p.issued, 0)) OVER o AS issued_to_date,
        (SELECT redeemed FROM before) + sum(coalesce(p.redeemed, 0)) OVER o AS redeemed_to_date,
        (SELECT expired FROM before) + sum(coalesce(p.expired, 0)) OVER o AS expired_to_date
   FROM buckets b
-  LEFT JOIN LATERAL (
-      SELECT sum(x.issued) AS issued, sum(x.redeemed) AS redeemed, sum(x.expired) AS expired
-        FROM points x WHERE x.day >= b.start AND x.day < b.stop
-  ) p ON true
+  LEFT JOIN buying y ON y.start = b.start
+  LEFT JOIN lapses l ON l.start = b.start
+  LEFT JOIN enrolled n ON n.start = b.start
+  LEFT JOIN points p ON p.start = b.start
 WINDOW o AS (ORDER BY b.start)
  ORDER BY b.start
 """

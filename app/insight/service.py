@@ -108,9 +108,8 @@ async def refresh(pool: asyncpg.Pool, as_of: datetime | None = None, program_id:
     result = RefreshResult()
     started = time.perf_counter()
     for program in await programs_to_refresh(pool, program_id):
-        if stale_after_hours is not None and not await pool.fetchval(
-                "SELECT coalesce(max(recorded_at) < now() - make_interval(secs => $2), true) "
-                "FROM insight_refreshes WHERE program_id = $1", program["id"], stale_after_hours * 3600):
+        if stale_after_hours is not None and not await pool.fetchval(q.STALE, program["id"],
+                                                                     stale_after_hours * 3600):
             continue
         settings = ProgramSettings.model_validate(program["settings"])
 
@@ -231,8 +230,7 @@ async def segment_page(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, se
         if after is None:
             raise DomainError("invalid_cursor", "The cursor is not one this endpoint gave.")
     rows = await conn.fetch(q.SEGMENT_PAGE, p.program_id, segment.value, after, limit + 1, MINOR_UNITS[p.currency])
-    as_of = await conn.fetchval("SELECT max(as_of) FROM insight_refreshes r WHERE r.program_id = $1 AND "
-                                "r.id = (SELECT max(id) FROM insight_refreshes WHERE program_id = $1)", p.program_id)
+    as_of = await conn.fetchval(q.LAST_AS_OF, p.program_id)
     page = rows[:limit]
     data = [SegmentMember(member_id=r["external_id"], segment=Segment(r["segment"]), stage=Stage(r["stage"]),
                           recency_days=r["recency_days"], frequency=r["frequency"], monetary=r["monetary"],

@@ -2,7 +2,7 @@
 -- before it (app/insight/queries.py, run by app/insight/service.py in the same transaction) leave the new rows in
 -- the temporary table `insight_new`; this function compares them with the rows of the previous refresh, announces
 -- every member whose segment changed (member.segment_changed, set-based), records the refresh with its summary,
--- and replaces the programme's rows of member_insights. plpgsql: the temporary table exists only at run time.
+-- and makes the programme's rows of member_insights the new ones (rewriting only the rows that changed). plpgsql: the temporary table exists only at run time.
 CREATE FUNCTION ledger.insight_store(p_program uuid, p_as_of timestamptz, p_window_days integer,
                                      p_median numeric, p_thresholds jsonb)
 RETURNS TABLE (refresh_id bigint, members bigint, changed bigint) LANGUAGE plpgsql AS $$
@@ -50,12 +50,26 @@ BEGIN
       FROM insight_moves mv JOIN members m ON m.id = mv.member_id
      WHERE mv.segment IS DISTINCT FROM mv.old_segment;
 
-    DELETE FROM member_insights i WHERE i.program_id = p_program;
-    INSERT INTO member_insights (member_id, program_id, refresh_id, first_purchase_on, last_purchase_on, recency_days,
-                                 frequency, monetary, r_score, f_score, m_score, segment, stage)
-    SELECT n.member_id, p_program, v_refresh, n.first_day, n.last_day, n.recency_days, n.frequency, n.monetary,
-           n.r_score, n.f_score, n.m_score, n.segment, n.stage
-      FROM insight_new n;
+    -- The programme's rows become the new ones, rewriting only what changed: recency is not stored (it is the days
+    -- from last_purchase_on to the refresh's as_of), so a member who did nothing keeps its row as it is.
+    UPDATE member_insights i
+       SET first_purchase_on = n.first_day, last_purchase_on = n.last_day, frequency = n.frequency,
+           monetary = n.monetary, r_score = n.r_score, f_score = n.f_score, m_score = n.m_score, segment = n.segment,
+           stage = n.stage
+      FROM insight_new n
+     WHERE i.member_id = n.member_id
+       AND (i.first_purchase_on, i.last_purchase_on, i.frequency, i.monetary, i.r_score, i.f_score, i.m_score,
+            i.segment, i.stage)
+           IS DISTINCT FROM
+           (n.first_day, n.last_day, n.frequency, n.monetary, n.r_score, n.f_score, n.m_score, n.segment, n.stage);
+    INSERT INTO member_insights (member_id, program_id, first_purchase_on, last_purchase_on, frequency, monetary,
+                                 r_score, f_score, m_score, segment, stage)
+    SELECT n.member_id, p_program, n.first_day, n.last_day, n.frequency, n.monetary, n.r_score, n.f_score, n.m_score,
+           n.segment, n.stage
+      FROM insight_new n
+     WHERE NOT EXISTS (SELECT 1 FROM member_insights i WHERE i.member_id = n.member_id);
+    DELETE FROM member_insights i
+     WHERE i.program_id = p_program AND NOT EXISTS (SELECT 1 FROM insight_new n WHERE n.member_id = i.member_id);
     DROP TABLE insight_moves;
     RETURN QUERY SELECT v_refresh, v_members, v_changed;
 END $$;

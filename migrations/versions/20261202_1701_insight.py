@@ -1,6 +1,6 @@
 """insight: the members' RFM scores, segments and lifecycle stages as of the last refresh, and the refreshes.
 
-* `member_insights`: one row per member of a refreshed programme, replaced by each refresh (not part of the
+* `member_insights`: one row per member of a refreshed programme, as of its last refresh (not part of the
   ledger: derived from `member_purchase_days` and `members`).
 * `insight_refreshes`: one row per refresh of a programme: when, the window and thresholds used, and the sizes,
   spend and movement per segment and per stage (what `GET /v1/segments` answers, and compares with the one before).
@@ -51,10 +51,8 @@ def upgrade() -> None:
         "member_insights",
         sa.Column("member_id", sa.BigInteger(), nullable=False),
         sa.Column("program_id", sa.UUID(), nullable=False),
-        sa.Column("refresh_id", sa.BigInteger(), nullable=False),
         sa.Column("first_purchase_on", sa.Date(), nullable=True),
         sa.Column("last_purchase_on", sa.Date(), nullable=True),
-        sa.Column("recency_days", sa.Integer(), nullable=True, comment="days from the last purchase to the refresh"),
         sa.Column("frequency", sa.Integer(), nullable=False, comment="purchases in the window"),
         sa.Column("monetary", sa.Numeric(), nullable=False, comment="eligible spend in the window"),
         sa.Column("r_score", sa.SmallInteger(), nullable=True),
@@ -63,7 +61,8 @@ def upgrade() -> None:
         sa.Column("segment", sa.Text(), nullable=True, comment="NULL: never purchased"),
         sa.Column("stage", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("member_id", name=op.f("pk_member_insights")),
-        comment="derived, replaced by every refresh; not part of the ledger",
+        comment="derived, as of the programme's last refresh (rows it left unchanged are not rewritten); not part of "
+                "the ledger",
     )
     op.create_index(op.f("ix_member_insights_program_id_segment_member_id"), "member_insights",
                     ["program_id", "segment", "member_id"])
