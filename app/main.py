@@ -14,7 +14,7 @@ from app.api.auth import FailedAuthLimiter, KeyCache, KeyInvalidation, RateLimit
 from app.api.docs import install_docs
 from app.api.fast_reads import FastReads
 from app.api.problems import Problem, install_handlers
-from app.api.routes import admin, earning, events, expiry, ledger, members, programs, redemption, rewards, tiers
+from app.api.routes import admin, bulk, earning, events, expiry, ledger, members, programs, redemption, rewards, tiers
 from app.config import Settings, get_settings
 from app.db.access import Db
 from app.db.bootstrap import resolve_database_url_async
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.voucher_guard = FailureGuard(settings.voucher_lookup_failures_per_minute,
                                            settings.voucher_lookup_failure_burst)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, admin):
+    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, bulk, admin):
         app.include_router(module.router)
     # CORS is closed by default: no origins allowed unless configured.
     if settings.cors_origins:

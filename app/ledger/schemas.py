@@ -41,6 +41,32 @@ class Balance(BaseModel):
     tier: str | None = Field(default=None, description="Current tier (null until the first purchase or evaluation)")
 
 
+class BalanceAsOf(BaseModel):
+    """A member's balances as recorded by `as_of`, from the ledger's postings alone (README "Balances as of an
+    instant")."""
+
+    member_id: str
+    as_of: datetime = Field(description="The instant: entries recorded at or before it count")
+    available: int = Field(description="Spendable then")
+    pending: int = Field(description="Earned, not yet spendable then (return window)")
+    held: int = Field(description="Reserved by open checkout holds then")
+    expired: int = Field(description="Points expired by then (all time)")
+    lifetime_earned: int = Field(description="Net points granted by then")
+    lifetime_redeemed: int = Field(description="Net points spent by then")
+    tier: str | None = Field(description="The tier last recorded by then (null before the first)")
+
+
+class Liability(BaseModel):
+    """The programme's outstanding points as recorded by `as_of`: what its members could still spend."""
+
+    as_of: datetime
+    available: int
+    pending: int
+    held: int
+    outstanding: int = Field(description="available + pending + held")
+    members: int = Field(description="Members enrolled by then")
+
+
 class Posting(BaseModel):
     account: Account
     points: int = Field(description="Signed: positive credits the account")
