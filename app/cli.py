@@ -687,6 +687,70 @@ def announce_expiring_cmd(as_of: AsOfOpt = None) -> None:
     out.print(f"announced {with_database(run)} points.expiring notices")
 
 
+# --- bulk: import a legacy system's members, export the books (issue 15) ---------------------------------------
+
+
+@cli.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL (one member per line) or CSV (a header line, then one member "
+                                              "per line); see README, Migrating from a legacy system.")],
+    program: Annotated[str, typer.Option("--program", help="The program to import into (its id, a UUID).")],
+    file_format: Annotated[str | None, typer.Option(
+        "--format", help="jsonl or csv (default: by the file's extension, .csv is CSV, anything else JSONL)")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Where to write the rejected rows, one JSON object per line (default FILE.rejected.jsonl)")
+    ] = None,
+    chunk: Annotated[int, typer.Option("--chunk", min=1, max=10_000, help="Members per transaction.")] = 1000,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=16, help="Transactions in flight.")] = 4,
+    progress: ProgressOpt = False,
+) -> None:
+    """Import a legacy system's members with their opening balances (lots) and tiers. Streams the file; each chunk
+    commits on its own and a rerun imports nothing twice, so an interrupted import is finished by running it again.
+    Rejected rows go to the report with their reasons; exit status 1 when there are any."""
+    import io
+
+    from app.imports.service import Tally, import_rows, read_csv, read_jsonl
+
+    program_id = _program_id(program)
+    kind = (file_format or ("csv" if file.suffix.lower() == ".csv" else "jsonl")).lower()
+    if kind not in ("jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not {file_format!r}")
+    if not file.is_file():
+        fail(f"no such file: {file}")
+    report_path = report or file.with_name(file.name + ".rejected.jsonl")
+    size = file.stat().st_size
+
+    async def run(pool: Any) -> Tally:
+        await _require_program(pool, program_id)
+        assert program_id is not None
+        # A command, not a server: reading the file blocks between chunks, which is what should happen.
+        with open(file, "rb") as raw, open(report_path, "w", encoding="utf-8") as rejected, \
+                _progress(_show(progress)) as bar:  # noqa: ASYNC230
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            rows = read_csv(text) if kind == "csv" else read_jsonl(text)
+            task = bar.add_task("import", total=size, detail="")
+
+            def advance(t: Tally) -> None:
+                bar.update(task, completed=raw.tell(),
+                           detail=f"{t.created} imported, {t.replayed} replayed, {t.rejected} rejected")
+
+            def write_rejection(r: Any) -> None:
+                rejected.write(r.model_dump_json(exclude_none=True) + "\n")
+
+            tally = await import_rows(pool, program_id, rows, chunk_size=chunk, parallel=parallel,
+                                      keep_rejections=False, on_rejected=write_rejection, on_progress=advance)
+            bar.update(task, completed=size)
+            return tally
+
+    started = datetime.now()
+    t = with_database(run, max_size=parallel + 1)
+    seconds = (datetime.now() - started).total_seconds()
+    out.print(f"read {t.rows} rows: imported {t.created} members ({t.points} points), {t.replayed} imported before, "
+              f"{t.rejected} rejected in {seconds:.1f}s" + (f" (reasons in {report_path})" if t.rejected else ""))
+    if t.rejected:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli(args=argv, prog_name="points-ledger")
 

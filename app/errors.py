@@ -59,6 +59,8 @@ CATALOG: dict[str, tuple[int, str]] = {
     "out_of_stock": (409, "The reward is out of stock"),
     "voucher_not_issued": (409, "The voucher was already redeemed, cancelled or expired"),
     "voucher_expired": (409, "The voucher has expired"),
+    "member_exists": (409, "A member with this member_id exists already and was not imported"),
+    "import_conflict": (409, "This member was imported before from a different row"),
     "last_admin_key": (409, "This is the program's last active admin key; create another admin key first"),
     "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body too large"),

@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                            allow_headers=["*"])
     # Inside the request context (request id, metrics, logs), in front of the router: the balance read's fast lane.
     app.add_middleware(FastReads, state=app.state, routes=ledger.router.routes)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+                       larger_bodies={"/v1/imports": settings.import_max_body_bytes})
     _register_problem_schema(app)
     return app
 

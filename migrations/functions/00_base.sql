@@ -27,7 +27,9 @@ CREATE TYPE ledger.status AS ENUM (
     -- issue-14: rewards and vouchers (95_rewards.sql)
     'reward_not_found', 'reward_unavailable', 'out_of_stock', 'limit_reached', 'not_eligible',
     'voucher_not_found', 'voucher_not_issued', 'voucher_expired', 'voucher_not_applicable', 'insufficient_scope',
-    'validation_error'
+    'validation_error',
+    -- issue-15: bulk import of a legacy system's members (88_imports.sql)
+    'member_exists', 'import_conflict'
 );
 
 -- What a write answers: its status; for 'ok' the HTTP status and the JSON body (text, stored as sent under

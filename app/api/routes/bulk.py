@@ -3,16 +3,21 @@ members, and exports of balances, the ledger and members, streamed."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
 from app.api.deps import Admin, Pool
 from app.api.idempotency import JSONText
 from app.api.problems import responses
-from app.api.routes.base import ApiRoute
+from app.api.routes.base import UNSUPPORTED_MEDIA_TYPE_RESPONSE, ApiRoute
+from app.errors import DomainError
+from app.imports import service as import_service
+from app.imports.schemas import MAX_ROWS_PER_REQUEST, ImportReport, ImportRow
 from app.ledger import service as ledger_service
 from app.ledger.schemas import Liability
 
@@ -28,3 +33,74 @@ async def get_liability(principal: Admin, pool: Pool, as_of: AsOfNow = None) -> 
     (what it still owes), from the ledger."""
     at = as_of or datetime.now(UTC)
     return JSONText(await ledger_service.liability_json(pool, principal.program_id, at))
+
+
+# --- imports -------------------------------------------------------------------------------------------------
+
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """A JSON schema with its local ``$defs`` references replaced by the definitions (the request body's schema is
+    written into the document as is, outside ``components``)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(v, defs) for v in schema]
+    return schema
+
+
+_ROW_SCHEMA = ImportRow.model_json_schema()
+_IMPORT_BODY = {"type": "array", "maxItems": MAX_ROWS_PER_REQUEST,
+                "items": _inlined(_ROW_SCHEMA, _ROW_SCHEMA.get("$defs", {}))}
+
+
+@router.post(
+    "/imports", response_model=ImportReport,
+    responses={**responses("insufficient_scope", "payload_too_large", "malformed_request", "validation_error"),
+               415: UNSUPPORTED_MEDIA_TYPE_RESPONSE},
+    # The JSON form only: NDJSON (`application/x-ndjson`) and CSV (`text/csv`) bodies are accepted too (see the
+    # description), which typed clients generated from the document cannot express.
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _IMPORT_BODY}}}},
+)
+async def import_members(principal: Admin, pool: Pool, request: Request) -> ImportReport:
+    """Import up to 10,000 members of a legacy system: a JSON array of rows, or the rows as NDJSON
+    (`Content-Type: application/x-ndjson`, one row per line) or CSV (`text/csv`, the columns of README "Migrating
+    from a legacy system"). Each row is a member with its profile, its opening balance as lots (with their earn
+    dates and expiry) and its tier. Idempotent per row: a row imported before is counted as `replayed` and changes
+    nothing, so a failed upload is simply sent again. A refused row (listed in `rejections` with its line and
+    code) writes nothing; the others are imported. No Idempotency-Key is needed."""
+    rows = _import_rows(request.headers.get("content-type"), await request.body())
+    tally = await import_service.import_rows(pool, principal.program_id, rows)
+    return ImportReport(rows=tally.rows, created=tally.created, replayed=tally.replayed, rejected=tally.rejected,
+                        points=tally.points, rejections=tally.rejections)
+
+
+def _import_rows(content_type: str | None, raw: bytes) -> list[import_service.Parsed]:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DomainError("malformed_request", "The body is not UTF-8.") from None
+    if media == "application/json":
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise DomainError("malformed_request", "The body is not valid JSON.") from None
+        if not isinstance(items, list):
+            raise DomainError("validation_error", "The body must be a JSON array of rows.")
+        rows: list[import_service.Parsed] = [
+            (i, item if isinstance(item, dict) else import_service.rejection(i, None, "malformed_request",
+                                                                              "not a JSON object"))
+            for i, item in enumerate(items, start=1)]
+    elif media in ("application/x-ndjson", "application/jsonl", "application/json-lines"):
+        rows = list(import_service.read_jsonl(text.splitlines()))
+    elif media in ("text/csv", "text/plain"):
+        rows = list(import_service.read_csv(io.StringIO(text, newline="")))
+    else:
+        raise DomainError("unsupported_media_type",
+                          "Send application/json, application/x-ndjson or text/csv.")
+    if len(rows) > MAX_ROWS_PER_REQUEST:
+        raise DomainError("validation_error", f"At most {MAX_ROWS_PER_REQUEST} rows per request; send the rest "
+                          "in another request, or use `points-ledger import` for a whole file.")
+    return rows
