@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
@@ -58,6 +58,9 @@ changes_cli = typer.Typer(help="The change feed (the events the webhooks deliver
 cli.add_typer(programs_cli, name="programs")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(changes_cli, name="changes")
+export_cli = typer.Typer(help="Export a program's books, streamed: balances as of an instant (CSV), the ledger's "
+                              "entries (JSONL), members (CSV). See README, Exports.", no_args_is_help=True)
+cli.add_typer(export_cli, name="export")
 
 # Options shared by several commands.
 ProgramOpt = Annotated[str | None, typer.Option("--program", help="Only this program (its id, a UUID).")]
@@ -749,6 +752,68 @@ def import_cmd(
               f"{t.rejected} rejected in {seconds:.1f}s" + (f" (reasons in {report_path})" if t.rejected else ""))
     if t.rejected:
         raise typer.Exit(1)
+
+
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")]
+RequiredProgramOpt = Annotated[str, typer.Option("--program", help="The program (its id, a UUID).")]
+
+
+def _export(program: str, output: Path | None, make: Callable[[Any, UUID], Any]) -> None:
+    """Stream an export (an async iterator of text) to ``output`` or stdout, batch by batch."""
+    program_id = _program_id(program)
+
+    async def run(pool: Any) -> int:
+        await _require_program(pool, program_id)
+        assert program_id is not None
+        written = 0
+        # A command, not a server: writing blocks between batches, which is what should happen.
+        target = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout  # noqa: ASYNC230, SIM115
+        try:
+            async for text in make(pool, program_id):
+                target.write(text)
+                written += len(text)
+        finally:
+            if output:
+                target.close()
+            else:
+                target.flush()
+        return written
+
+    written = with_database(run, max_size=1)
+    if output:
+        err.print(f"wrote {written} characters to {output}")
+
+
+@export_cli.command("balances")
+def export_balances_cmd(program: RequiredProgramOpt, as_of: AsOfOpt = None, output: OutputOpt = None) -> None:
+    """Every member's balances as recorded by --as-of (default now), as CSV."""
+    from app.exports.service import balances_csv
+
+    moment = _as_of(as_of) or datetime.now(UTC)
+    _export(program, output, lambda pool, pid: balances_csv(pool, pid, moment))
+
+
+@export_cli.command("entries")
+def export_entries_cmd(
+    program: RequiredProgramOpt,
+    since: Annotated[str | None, typer.Option("--since", help="Only entries recorded after this ISO instant.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only entries recorded by this ISO instant (default "
+                                                              "now).")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """The ledger's entries with their postings, in recorded time, as JSON lines."""
+    from app.exports.service import entries_jsonl
+
+    start, end = _as_of(since), _as_of(until) or datetime.now(UTC)
+    _export(program, output, lambda pool, pid: entries_jsonl(pool, pid, start, end))
+
+
+@export_cli.command("members")
+def export_members_cmd(program: RequiredProgramOpt, output: OutputOpt = None) -> None:
+    """The program's members as CSV (erased members without their personal data)."""
+    from app.exports.service import members_csv
+
+    _export(program, output, members_csv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from app.api.deps import Admin, Pool
@@ -16,6 +17,7 @@ from app.api.idempotency import JSONText
 from app.api.problems import responses
 from app.api.routes.base import UNSUPPORTED_MEDIA_TYPE_RESPONSE, ApiRoute
 from app.errors import DomainError
+from app.exports import service as export_service
 from app.imports import service as import_service
 from app.imports.schemas import MAX_ROWS_PER_REQUEST, ImportReport, ImportRow
 from app.ledger import service as ledger_service
@@ -104,3 +106,47 @@ def _import_rows(content_type: str | None, raw: bytes) -> list[import_service.Pa
         raise DomainError("validation_error", f"At most {MAX_ROWS_PER_REQUEST} rows per request; send the rest "
                           "in another request, or use `points-ledger import` for a whole file.")
     return rows
+
+
+# --- exports -------------------------------------------------------------------------------------------------
+
+
+def _streamed(media: str, description: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"description": description, "content": {media: {"schema": {"type": "string"}}}},
+            **responses("insufficient_scope")}
+
+
+@router.get("/exports/balances", response_class=StreamingResponse,
+            responses=_streamed("text/csv", "A header line, then one member per line"))
+async def export_balances(principal: Admin, pool: Pool, as_of: AsOfNow = None) -> StreamingResponse:
+    """Every member's balances as recorded by `as_of` (default now), as CSV: member_id, available, pending, held,
+    expired, lifetime_earned, lifetime_redeemed, tier. Members enrolled after `as_of` are left out. Streamed from
+    one consistent snapshot."""
+    at = as_of or datetime.now(UTC)
+    return StreamingResponse(export_service.balances_csv(pool, principal.program_id, at), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="balances.csv"'})
+
+
+@router.get("/exports/entries", response_class=StreamingResponse,
+            responses=_streamed("application/x-ndjson", "One entry per line, as `GET /v1/entries/{entry_id}` shows "
+                                "it (with its postings), oldest first"))
+async def export_entries(
+    principal: Admin, pool: Pool,
+    since: Annotated[AwareDatetime | None, Query(description="Only entries recorded after this instant")] = None,
+    until: AsOfNow = None,
+) -> StreamingResponse:
+    """The ledger: the program's entries with their postings, in recorded time, as JSON lines. With `since` and
+    `until`, the entries recorded in (since, until]: exports of consecutive periods never overlap or miss one."""
+    at = until or datetime.now(UTC)
+    return StreamingResponse(export_service.entries_jsonl(pool, principal.program_id, since, at),
+                             media_type="application/x-ndjson",
+                             headers={"Content-Disposition": 'attachment; filename="entries.jsonl"'})
+
+
+@router.get("/exports/members", response_class=StreamingResponse,
+            responses=_streamed("text/csv", "A header line, then one member per line"))
+async def export_members(principal: Admin, pool: Pool) -> StreamingResponse:
+    """The program's members as CSV: member_id, status, name, email, phone, birthday, attributes (JSON), tier,
+    created_at, updated_at. A member whose personal data was erased has those cells empty."""
+    return StreamingResponse(export_service.members_csv(pool, principal.program_id), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="members.csv"'})
