@@ -98,6 +98,8 @@ async def test_entries_export_is_the_ledger_with_postings_and_periods_partition_
                                    headers=tenant.headers())
     assert [json.loads(x) for x in first.text.splitlines()] + [json.loads(x) for x in rest.text.splitlines()] == lines
     assert len(first.text.splitlines()) == 2
+    plain = await tenant.client.get("/v1/exports/entries", headers={**tenant.headers(), "Accept": "text/plain"})
+    assert plain.headers["content-type"].startswith("text/plain") and plain.text == r.text
 
 
 async def test_exports_need_an_admin_key_and_show_only_the_keys_program(tenant, other_tenant, db):

@@ -129,6 +129,25 @@ async def test_a_legacy_file_of_10000_members_imports_once_member_by_member(tena
     assert r.status_code == 404
 
 
+async def test_rows_postgres_cannot_store_are_refused_alone(tenant):
+    rows = [
+        {"member_id": "nul-1", "name": "A\u0000B"},
+        {"member_id": "nul-2", "attributes": {"k": ["ok", "\ud800"]}},
+        {"member_id": "far-1", "lots": [{"points": 5, "earned_at": "2025-01-01T00:00:00Z",
+                                         "expires_at": "9999-12-31T23:00:00-05:00"}]},
+        {"member_id": "far-2", "lots": [{"points": 5, "earned_at": "0001-01-01T00:00:00+01:00"}]},
+        {"member_id": "fine", "lots": [{"points": 5, "earned_at": "2025-01-01T00:00:00Z"}]},
+    ]
+    r = await _post(tenant, json.dumps(rows), "application/json")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert (a["created"], a["rejected"]) == (1, 4)
+    assert [(x["member_id"], x["code"], x["errors"][0]["type"]) for x in a["rejections"]] == [
+        ("nul-1", "validation_error", "unstorable_text"), ("nul-2", "validation_error", "unstorable_text"),
+        ("far-1", "validation_error", "out_of_range"), ("far-2", "validation_error", "out_of_range")]
+    assert (await tenant.balance("fine"))["available"] == 5
+
+
 async def test_concurrent_duplicate_uploads_import_each_member_once(tenant):
     await _tiers(tenant)
     rows = list(legacy_rows(600, seed=3, prefix=f"C{uuid.uuid4().hex[:6]}"))

@@ -31,6 +31,7 @@ IMPORT = "SELECT line, status::text, replayed FROM ledger.import_members($1, $2:
 CSV_COLUMNS = ("member_id", "name", "email", "phone", "birthday", "status", "attributes", "lots", "tier",
                "tier_valid_until")
 _JSON_COLUMNS = ("attributes", "lots")
+CSV_FIELD_LIMIT = 16 * 1024 * 1024  # a cell: 1,000 lots fit easily
 
 Parsed = tuple[int, dict[str, Any] | ImportRejection]
 
@@ -60,6 +61,7 @@ def read_jsonl(lines: Iterable[str | bytes], first_line: int = 1) -> Iterator[Pa
 def read_csv(stream: TextIO) -> Iterator[Parsed]:
     """A header line naming the columns (CSV_COLUMNS, any order; member_id required), then one member per line.
     Empty cells are absent values; ``attributes`` and ``lots`` hold JSON."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None:
@@ -70,7 +72,14 @@ def read_csv(stream: TextIO) -> Iterator[Parsed]:
         detail = f"unknown columns {unknown}" if unknown else "no member_id column"
         yield 1, rejection(1, None, "malformed_request", f"CSV header: {detail}; the columns are {CSV_COLUMNS}")
         return
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a cell beyond the limit, a stray quote: this row only
+            yield reader.line_num, rejection(reader.line_num, None, "malformed_request", f"CSV: {exc}")
+            continue
         number = reader.line_num
         if not any(c.strip() for c in cells):
             continue
@@ -97,6 +106,39 @@ def read_csv(stream: TextIO) -> Iterator[Parsed]:
         yield number, row
 
 
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _unstorable_text(value: Any, loc: list[Any] | None = None) -> list[Any] | None:
+    """Where the raw row holds a string Postgres cannot store (NUL, a lone surrogate), or None. Checked per row, so
+    one such row is refused alone instead of failing its chunk."""
+    loc = loc or []
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+        return loc if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _unstorable_text(key, loc) if isinstance(key, str) else None
+        found = found if found is not None else _unstorable_text(item, [*loc, key])
+        if found is not None:
+            return found
+    return None
+
+
+def _instants(row: ImportRow) -> Iterator[tuple[list[Any], datetime]]:
+    if row.tier_valid_until is not None:
+        yield ["tier_valid_until"], row.tier_valid_until
+    for i, lot in enumerate(row.lots):
+        for name in ("earned_at", "expires_at", "available_at"):
+            at = getattr(lot, name)
+            if at is not None:
+                yield ["lots", i, name], at
+
+
 def validate(line: int, raw: dict[str, Any], now: datetime, tiers: set[str] | None) -> ImportRow | ImportRejection:
     """The row as a model, or why not. Besides its shape: no lot earned in the future or already expired, and a
     tier the program's tier configuration in force has."""
@@ -107,6 +149,14 @@ def validate(line: int, raw: dict[str, Any], now: datetime, tiers: set[str] | No
         return rejection(line, raw.get("member_id"), "validation_error",
                           "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in errors), errors)
     problems = []
+    bad_text = _unstorable_text(raw)
+    if bad_text is not None:
+        problems.append({"loc": bad_text, "msg": "text Postgres cannot store (a NUL character or a lone surrogate)",
+                         "type": "unstorable_text"})
+    for loc, at in _instants(row):
+        if not EARLIEST <= at <= LATEST:
+            problems.append({"loc": loc, "msg": f"out of range ({EARLIEST.year} to {LATEST.year})",
+                             "type": "out_of_range"})
     for i, lot in enumerate(row.lots):
         if lot.earned_at > now:
             problems.append({"loc": ["lots", i, "earned_at"], "msg": "earned_at is in the future",

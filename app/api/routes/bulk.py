@@ -127,19 +127,24 @@ async def export_balances(principal: Admin, pool: Pool, as_of: AsOfNow = None) -
                              headers={"Content-Disposition": 'attachment; filename="balances.csv"'})
 
 
-@router.get("/exports/entries", response_class=StreamingResponse,
-            responses=_streamed("application/x-ndjson", "One entry per line, as `GET /v1/entries/{entry_id}` shows "
-                                "it (with its postings), oldest first"))
+_ENTRIES_200 = _streamed("application/x-ndjson", "One entry per line, as `GET /v1/entries/{entry_id}` shows it (with "
+                         "its postings), oldest first; as `text/plain` when the request accepts that and not "
+                         "`application/x-ndjson`")
+_ENTRIES_200[200]["content"]["text/plain"] = {"schema": {"type": "string"}}
+
+
+@router.get("/exports/entries", response_class=StreamingResponse, responses=_ENTRIES_200)
 async def export_entries(
-    principal: Admin, pool: Pool,
+    principal: Admin, pool: Pool, request: Request,
     since: Annotated[AwareDatetime | None, Query(description="Only entries recorded after this instant")] = None,
     until: AsOfNow = None,
 ) -> StreamingResponse:
     """The ledger: the program's entries with their postings, in recorded time, as JSON lines. With `since` and
     `until`, the entries recorded in (since, until]: exports of consecutive periods never overlap or miss one."""
     at = until or datetime.now(UTC)
-    return StreamingResponse(export_service.entries_jsonl(pool, principal.program_id, since, at),
-                             media_type="application/x-ndjson",
+    accept = request.headers.get("accept", "")
+    media = "text/plain" if "text/plain" in accept and "application/x-ndjson" not in accept else "application/x-ndjson"
+    return StreamingResponse(export_service.entries_jsonl(pool, principal.program_id, since, at), media_type=media,
                              headers={"Content-Disposition": 'attachment; filename="entries.jsonl"'})
 
 
