@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -161,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         doc["import_output"] = res.stdout.strip()
         assert res.returncode == 0, res.stdout + res.stderr
         doc["members_per_second"] = round(args.members / doc["import_seconds"])
+        # the largest child so far is the import (migrate and create-program are smaller): its peak memory
+        doc["import_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         print(res.stdout.strip())
-        print(f"import: {doc['import_seconds']}s, {doc['members_per_second']} members/s ({doc['uptime_after_import']})")
+        print(f"import: {doc['import_seconds']}s, {doc['members_per_second']} members/s, peak RSS "
+              f"{doc['import_peak_rss_mb']} MB ({doc['uptime_after_import']})")
         t = time.perf_counter()
         res = _cli(base, url)
         doc["rerun_seconds"] = round(time.perf_counter() - t, 1)
