@@ -62,7 +62,23 @@ async def test_a_legacy_file_of_10000_members_imports_once_member_by_member(tena
     }
     await tenant.member(f"{prefix}-existing", name="Signed up online")
     await tenant.adjust(f"{prefix}-existing", 7)
-    first = lines[:5000] + [json.dumps(v[0]) for v in bad.values()] + ["{not json"]
+    invalid = {k: v for k, v in bad.items() if v[1] == "validation_error"}
+
+    # an upload with rows that are not valid is refused whole: each bad row located, nothing written
+    r = await _post(tenant, _ndjson(lines[:100] + [json.dumps(v[0]) for v in invalid.values()]))
+    assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+    assert "Nothing was imported" in r.json()["detail"]
+    located: dict[int, list[str]] = {}
+    for e in r.json()["errors"]:
+        located.setdefault(e["loc"][0], []).append(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}")
+    assert sorted(located) == list(range(101, 101 + len(invalid)))
+    for row_number, (member, (_, _, words)) in zip(sorted(located), invalid.items(), strict=True):
+        assert any(words in text for text in located[row_number]), (member, located[row_number])
+    r = await _post(tenant, _ndjson(lines[:100] + ["{not json"]))
+    assert r.status_code == 400 and r.json()["code"] == "malformed_request" and "Row 101" in r.json()["detail"]
+    assert await db.fetchval("SELECT count(*) FROM members WHERE program_id = $1", tenant.program_id) == 1
+
+    first = lines[:5000] + [json.dumps(bad[f"{prefix}-existing"][0])]
     # the same member twice in one upload with other content: the second row is a conflict
     changed = dict(rows[10], name="Someone Else")
     second = lines[5000:] + [json.dumps(changed)]
@@ -70,13 +86,10 @@ async def test_a_legacy_file_of_10000_members_imports_once_member_by_member(tena
     r1 = await _post(tenant, _ndjson(first))
     assert r1.status_code == 200, r1.text
     a = r1.json()
-    assert (a["rows"], a["created"], a["replayed"], a["rejected"]) == (5000 + len(bad) + 1, 5000, 0, len(bad) + 1)
-    by_member = {x["member_id"]: x for x in a["rejections"]}
-    for member, (_, code, words) in bad.items():
-        assert by_member[member]["code"] == code and words in by_member[member]["detail"], by_member[member]
-    malformed = [x for x in a["rejections"] if x["member_id"] is None]
-    assert len(malformed) == 1 and malformed[0]["code"] == "malformed_request"
-    assert malformed[0]["line"] == len(first)
+    assert (a["rows"], a["created"], a["replayed"], a["rejected"]) == (5001, 5000, 0, 1)
+    assert a["rejections"] == [{"line": 5001, "member_id": f"{prefix}-existing", "code": "member_exists",
+                                "detail": "A member with this member_id exists already and was not imported",
+                                "errors": None}]
 
     r2 = await _post(tenant, _ndjson(second))
     b = r2.json()
@@ -122,7 +135,7 @@ async def test_a_legacy_file_of_10000_members_imports_once_member_by_member(tena
 
     # a rerun imports nothing twice
     again = (await _post(tenant, _ndjson(first))).json()
-    assert (again["created"], again["replayed"], again["rejected"], again["points"]) == (0, 5000, len(bad) + 1, 0)
+    assert (again["created"], again["replayed"], again["rejected"], again["points"]) == (0, 5000, 1, 0)
     assert await db.fetchval("SELECT count(*) FROM members WHERE program_id = $1", tenant.program_id) == 10_001
     # another program sees none of it
     r = await other_tenant.client.get(f"/v1/members/{rows[0]['member_id']}", headers=other_tenant.headers())
@@ -130,6 +143,10 @@ async def test_a_legacy_file_of_10000_members_imports_once_member_by_member(tena
 
 
 async def test_rows_postgres_cannot_store_are_refused_alone(tenant):
+    """Text Postgres cannot store and instants out of range are row errors, caught before the database: the upload
+    is refused (422) and, in a file, the row alone is (its chunk goes through)."""
+    from app.imports.service import import_rows
+
     rows = [
         {"member_id": "nul-1", "name": "A\u0000B"},
         {"member_id": "nul-2", "attributes": {"k": ["ok", "\ud800"]}},
@@ -138,13 +155,15 @@ async def test_rows_postgres_cannot_store_are_refused_alone(tenant):
         {"member_id": "far-2", "lots": [{"points": 5, "earned_at": "0001-01-01T00:00:00+01:00"}]},
         {"member_id": "fine", "lots": [{"points": 5, "earned_at": "2025-01-01T00:00:00Z"}]},
     ]
+    expected = ["unstorable_text", "unstorable_text", "out_of_range", "out_of_range"]
     r = await _post(tenant, json.dumps(rows), "application/json")
-    assert r.status_code == 200, r.text
-    a = r.json()
-    assert (a["created"], a["rejected"]) == (1, 4)
-    assert [(x["member_id"], x["code"], x["errors"][0]["type"]) for x in a["rejections"]] == [
-        ("nul-1", "validation_error", "unstorable_text"), ("nul-2", "validation_error", "unstorable_text"),
-        ("far-1", "validation_error", "out_of_range"), ("far-2", "validation_error", "out_of_range")]
+    assert r.status_code == 422, r.text
+    assert [(e["loc"][0], e["type"]) for e in r.json()["errors"]] == list(zip(range(1, 5), expected, strict=True))
+    assert await tenant.pool.fetchval("SELECT count(*) FROM members WHERE program_id = $1", tenant.program_id) == 0
+    tally = await import_rows(tenant.pool, tenant.program_id, list(enumerate(rows, start=1)))
+    assert (tally.created, tally.rejected) == (1, 4)
+    assert [(x.member_id, x.code, (x.errors or [{}])[0].get("type")) for x in tally.rejections] == [
+        (m, "validation_error", t) for m, t in zip(("nul-1", "nul-2", "far-1", "far-2"), expected, strict=True)]
     assert (await tenant.balance("fine"))["available"] == 5
 
 

@@ -33,7 +33,7 @@ CSV_COLUMNS = ("member_id", "name", "email", "phone", "birthday", "status", "att
 _JSON_COLUMNS = ("attributes", "lots")
 CSV_FIELD_LIMIT = 16 * 1024 * 1024  # a cell: 1,000 lots fit easily
 
-Parsed = tuple[int, dict[str, Any] | ImportRejection]
+Parsed = tuple[int, dict[str, Any] | ImportRow | ImportRejection]
 
 
 def rejection(line: int, member_id: Any, code: str, detail: str | None = None,
@@ -200,6 +200,22 @@ def shape(line: int, row: ImportRow, now: datetime) -> dict[str, Any]:
     }
 
 
+async def validate_all(pool: asyncpg.Pool, program_id: UUID, rows: list[Parsed]
+                       ) -> tuple[list[Parsed], list[ImportRejection]]:
+    """Every row validated (an upload is refused whole when any row is not valid: POST /v1/imports)."""
+    now = datetime.now(UTC)
+    tiers = await program_tiers(pool, program_id, now)
+    valid: list[Parsed] = []
+    refused: list[ImportRejection] = []
+    for line, raw in rows:
+        row = raw if isinstance(raw, ImportRejection | ImportRow) else validate(line, raw, now, tiers)
+        if isinstance(row, ImportRejection):
+            refused.append(row)
+        else:
+            valid.append((line, row))
+    return valid, refused
+
+
 async def program_tiers(conn: asyncpg.Pool | asyncpg.Connection, program_id: UUID, at: datetime) -> set[str] | None:
     from app.tiers.service import current_config
 
@@ -296,7 +312,7 @@ async def import_rows(pool: asyncpg.Pool, program_id: UUID, rows: Iterable[Parse
         if isinstance(raw, ImportRejection):
             reject(raw)
             return
-        row = validate(line, raw, now, tiers)
+        row = raw if isinstance(raw, ImportRow) else validate(line, raw, now, tiers)
         if isinstance(row, ImportRejection):
             reject(row)
             return

@@ -52,6 +52,7 @@ def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
     return schema
 
 
+MAX_ERRORS_LISTED = 1000
 _ROW_SCHEMA = ImportRow.model_json_schema()
 _IMPORT_BODY = {"type": "array", "maxItems": MAX_ROWS_PER_REQUEST,
                 "items": _inlined(_ROW_SCHEMA, _ROW_SCHEMA.get("$defs", {}))}
@@ -69,11 +70,25 @@ async def import_members(principal: Admin, pool: Pool, request: Request) -> Impo
     """Import up to 10,000 members of a legacy system: a JSON array of rows, or the rows as NDJSON
     (`Content-Type: application/x-ndjson`, one row per line) or CSV (`text/csv`, the columns of README "Migrating
     from a legacy system"). Each row is a member with its profile, its opening balance as lots (with their earn
-    dates and expiry) and its tier. Idempotent per row: a row imported before is counted as `replayed` and changes
-    nothing, so a failed upload is simply sent again. A refused row (listed in `rejections` with its line and
-    code) writes nothing; the others are imported. No Idempotency-Key is needed."""
+    dates and expiry) and its tier. An upload with any row that is not valid is refused whole (422
+    `validation_error`, its `errors` located by row number, then field; the first 1,000): nothing is imported.
+    Idempotent per row: a row imported before is counted as `replayed` and changes nothing, so a failed upload is
+    simply sent again. A valid row for a member that exists already without having been imported (`member_exists`),
+    or that was imported before from another row (`import_conflict`), is listed in `rejections` and writes nothing;
+    the others are imported. No Idempotency-Key is needed."""
     rows = _import_rows(request.headers.get("content-type"), await request.body())
-    tally = await import_service.import_rows(pool, principal.program_id, rows)
+    valid, refused = await import_service.validate_all(pool, principal.program_id, rows)
+    malformed = [r for r in refused if r.code == "malformed_request"]
+    if malformed:
+        raise DomainError("malformed_request", f"Row {malformed[0].line}: {malformed[0].detail}. Nothing was "
+                          "imported.")
+    if refused:
+        raise DomainError(
+            "validation_error", f"{len(refused)} of {len(rows)} rows are not valid (the first: row {refused[0].line}, "
+            f"{refused[0].detail}). Nothing was imported: correct them and send the upload again.",
+            errors=[{"loc": [r.line, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                    for r in refused[:MAX_ERRORS_LISTED] for e in (r.errors or [])])
+    tally = await import_service.import_rows(pool, principal.program_id, valid)
     return ImportReport(rows=tally.rows, created=tally.created, replayed=tally.replayed, rejected=tally.rejected,
                         points=tally.points, rejections=tally.rejections)
 
