@@ -152,6 +152,61 @@ async def test_concurrent_sweeps_never_expire_a_point_twice(tenant, db):
     assert (await tenant.verify())["ok"]
 
 
+async def test_the_sweep_over_many_members_matches_what_reads_showed_member_by_member(tenant, db):
+    """The sweep expires a batch of members with one set-based statement per step (ledger.expire_locked over
+    ledger.post_many): across batches of members with several, partly spent lots each, every member ends where
+    its balance read stood before the sweep (reads hide due lots already), with one 'expire' entry for exactly its
+    due points and one points.expired event showing the balance that results."""
+    import random
+
+    from app.expiry.service import expire_due
+
+    now = datetime.now(UTC)
+    rng = random.Random(7)
+    members = [f"sw-{i:02d}" for i in range(14)]
+    for m in members:
+        await tenant.member(m)
+        for _ in range(rng.randint(1, 4)):
+            # a lot that came due up to a day ago, or comes due within a day (one second in the past is due)
+            r = await tenant.adjust(m, rng.randint(1, 60),
+                                    expires_at=_iso(now + timedelta(seconds=rng.randint(-86_400, 86_400))))
+            assert r.status_code == 201, r.text
+        if rng.random() < 0.5:
+            r = await tenant.client.post("/v1/redemptions", json={"member_id": m, "points": rng.randint(1, 5)},
+                                         headers=tenant.headers(idem=uuid.uuid4().hex))
+            assert r.status_code in (201, 422), r.text
+    due = {r["external_id"]: r["points"] for r in await db.fetch(
+        "SELECT m.external_id, sum(l.remaining)::bigint AS points FROM lots l JOIN members m ON m.id = l.member_id "
+        "WHERE l.program_id = $1 AND l.remaining > 0 AND NOT l.pending AND l.expires_at <= now() "
+        "GROUP BY m.external_id", tenant.program_id)}
+    assert 3 <= len(due) < len(members)  # some members have nothing due: the batches mix both
+    async def expire_entries(m: str) -> list[dict]:
+        r = await tenant.client.get(f"/v1/members/{m}/activity", headers=tenant.headers())
+        return [e for e in r.json()["data"] if e["kind"] == "expire"]  # (a redeem expired what was due then)
+
+    before = {m: (await tenant.balance(m), {e["id"] for e in await expire_entries(m)}) for m in members}
+    result = await expire_due(db, batch=3, program_id=tenant.program_id)
+    assert (result.members, result.points) == (len(due), sum(due.values()))
+    await tenant.settled()
+    events = {e["data"]["entry"]["id"]: e for e in (await tenant.client.get(
+        "/v1/changes", params={"types": "points.expired", "limit": 100}, headers=tenant.headers())).json()["data"]}
+    for m in members:
+        after = await tenant.balance(m)
+        assert after["available"] == before[m][0]["available"], m
+        entries = [e for e in await expire_entries(m) if e["id"] not in before[m][1]]
+        if m not in due:
+            assert entries == [], m
+            continue
+        assert len(entries) == 1 and sorted((p["account"], p["points"]) for p in entries[0]["postings"]) == [
+            ("available", -due[m]), ("expired", due[m])], m
+        event = events.pop(entries[0]["id"])
+        assert event["member_id"] == m and event["data"]["balance"]["available"] == after["available"]
+    # the rest are the events of the expiries the redeems did: one event per 'expire' entry in all
+    assert sorted(events) == sorted(i for m in members for i in before[m][1])
+    assert (await expire_due(db, program_id=tenant.program_id)).points == 0
+    assert (await tenant.verify())["ok"]
+
+
 async def test_end_of_period_policy(tenant):
     await _policy(tenant, kind="end_of_period", period="year", periods=1)
     r = await _buy(tenant, "ep", "ep-1", "10.00", "2026-03-10T10:00:00Z")

@@ -21,17 +21,22 @@ CREATE TRIGGER lot_allocations_no_truncate BEFORE TRUNCATE ON lot_allocations
 --    added to an entry afterwards). A violation aborts the statement: nothing of it is written.
 CREATE FUNCTION ledger.check_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    v_ids bigint[];
     v record;
 BEGIN
+    -- The entries the statement wrote, or wrote postings to; each one's postings are summed by an index range of
+    -- its own (LATERAL): a join would let the planner, which cannot know how many rows the transition table holds,
+    -- walk the whole postings index instead (110 ms for a 2,000-entry statement at 650,000 postings).
     IF TG_TABLE_NAME = 'entries' THEN
-        SELECT n.id AS entry_id, count(p.id) AS postings, coalesce(sum(p.points), 0) AS total INTO v
-          FROM new_rows n LEFT JOIN postings p ON p.entry_id = n.id
-         GROUP BY n.id HAVING count(p.id) < 2 OR coalesce(sum(p.points), 0) <> 0 LIMIT 1;
+        SELECT array_agg(n.id) INTO v_ids FROM new_rows n;
     ELSE
-        SELECT t.entry_id, count(p.id) AS postings, coalesce(sum(p.points), 0) AS total INTO v
-          FROM (SELECT DISTINCT n.entry_id FROM new_rows n) t JOIN postings p ON p.entry_id = t.entry_id
-         GROUP BY t.entry_id HAVING count(p.id) < 2 OR coalesce(sum(p.points), 0) <> 0 LIMIT 1;
+        SELECT array_agg(DISTINCT n.entry_id) INTO v_ids FROM new_rows n;
     END IF;
+    SELECT t.entry_id, x.postings, x.total INTO v
+      FROM unnest(v_ids) AS t(entry_id)
+     CROSS JOIN LATERAL (SELECT count(*) AS postings, coalesce(sum(p.points), 0) AS total
+                           FROM postings p WHERE p.entry_id = t.entry_id) x
+     WHERE x.postings < 2 OR x.total <> 0 LIMIT 1;
     IF v.entry_id IS NOT NULL THEN
         RAISE EXCEPTION 'entry % is not balanced: % postings summing to %', v.entry_id, v.postings, v.total
             USING ERRCODE = 'check_violation';
@@ -89,10 +94,25 @@ LANGUAGE sql AS $$ SELECT * FROM member_balances WHERE member_id = p_member_pk F
 CREATE FUNCTION ledger.lock_members(p_member_pks bigint[]) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM member_balances b JOIN members m ON m.id = b.member_id
-      WHERE b.member_id = ANY (p_member_pks)
+      WHERE b.member_id = ANY (p_member_pks) AND m.id = ANY (p_member_pks)
       ORDER BY m.program_id, m.external_id COLLATE "C"
         FOR UPDATE OF b;
 END $$;
+
+-- What postings do to a member's balance row, written once (ledger.post, ledger.post_many): member accounts move
+-- their column; `issued` and `adjustments` move lifetime_earned (negated), `redeemed` lifetime_redeemed; `expired`
+-- has no row.
+-- (A set-returning function of one row, so the planner inlines it into ledger.post_many's statement.)
+CREATE FUNCTION ledger.balance_deltas(p_accounts text[], p_points bigint[])
+RETURNS TABLE (available bigint, pending bigint, held bigint, earned bigint, redeemed bigint)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(sum(x.points) FILTER (WHERE x.account = 'available'), 0),
+           coalesce(sum(x.points) FILTER (WHERE x.account = 'pending'), 0),
+           coalesce(sum(x.points) FILTER (WHERE x.account = 'held'), 0),
+           coalesce(-sum(x.points) FILTER (WHERE x.account IN ('issued', 'adjustments')), 0),
+           coalesce(sum(x.points) FILTER (WHERE x.account = 'redeemed'), 0)
+      FROM unnest(p_accounts, p_points) AS x(account, points)
+$$;
 
 -- 4. THE posting primitive: one entry, its postings, and the member's balance row changed by exactly what the
 --    postings say. Every movement of points in the service is one call of this function.
@@ -110,22 +130,14 @@ CREATE FUNCTION ledger.post(
     OUT entry_pk bigint, OUT available_before bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_available bigint := 0;
-    v_pending bigint := 0;
-    v_held bigint := 0;
-    v_earned bigint := 0;
-    v_redeemed bigint := 0;
+    v_available bigint;
+    v_pending bigint;
+    v_held bigint;
+    v_earned bigint;
+    v_redeemed bigint;
 BEGIN
-    FOR i IN 1 .. cardinality(p_accounts) LOOP
-        CASE p_accounts[i]
-            WHEN 'available' THEN v_available := v_available + p_points[i];
-            WHEN 'pending' THEN v_pending := v_pending + p_points[i];
-            WHEN 'held' THEN v_held := v_held + p_points[i];
-            WHEN 'issued', 'adjustments' THEN v_earned := v_earned - p_points[i];
-            WHEN 'redeemed' THEN v_redeemed := v_redeemed + p_points[i];
-            WHEN 'expired' THEN NULL;
-        END CASE;
-    END LOOP;
+    SELECT d.available, d.pending, d.held, d.earned, d.redeemed INTO v_available, v_pending, v_held, v_earned, v_redeemed
+      FROM ledger.balance_deltas(p_accounts, p_points) d;
     UPDATE member_balances b
        SET available = b.available + v_available, pending = b.pending + v_pending, held = b.held + v_held,
            lifetime_earned = b.lifetime_earned + v_earned, lifetime_redeemed = b.lifetime_redeemed + v_redeemed
@@ -148,6 +160,43 @@ BEGIN
     )
     SELECT e.id INTO entry_pk FROM e;
 END $$;
+
+-- 4b. The posting primitive for a set of members, for jobs that move many members at once (the expiry sweep): one
+--     entry of kind p_kind per member of p_members (each at most once, every one locked by the caller), all with
+--     the postings to p_accounts, p_points holding cardinality(p_accounts) points per member, member after member,
+--     and the members' balance rows changed by exactly what their postings say (ledger.balance_deltas), in ONE
+--     statement: the same rows and the same checks as calling ledger.post for each, at a fraction of the cost.
+--     There is no overdraft check: callers move what the members' own lots hold, under their locks.
+--     Answers each member's entry (and program).
+CREATE FUNCTION ledger.post_many(
+    p_kind text, p_occurred_at timestamptz, p_accounts text[], p_members bigint[], p_points bigint[],
+    p_description text DEFAULT NULL, p_metadata jsonb[] DEFAULT NULL)
+RETURNS TABLE (member_pk bigint, entry_pk bigint, program_id uuid)
+LANGUAGE sql AS $$
+    WITH input AS (
+        SELECT u.m AS member_pk, p_points[(u.o - 1) * cardinality(p_accounts) + 1 : u.o * cardinality(p_accounts)] AS pts,
+               coalesce(p_metadata[u.o], '{}') AS metadata
+          FROM unnest(p_members) WITH ORDINALITY AS u(m, o)
+    ), bal AS (
+        UPDATE member_balances b
+           SET available = b.available + d.available, pending = b.pending + d.pending, held = b.held + d.held,
+               lifetime_earned = b.lifetime_earned + d.earned, lifetime_redeemed = b.lifetime_redeemed + d.redeemed
+          FROM input i CROSS JOIN LATERAL ledger.balance_deltas(p_accounts, i.pts) d
+         WHERE b.member_id = i.member_pk AND b.member_id = ANY (p_members)
+        RETURNING b.member_id, b.program_id, i.pts, i.metadata
+    ), e AS (
+        INSERT INTO entries (program_id, member_id, kind, occurred_at, description, metadata)
+        SELECT bal.program_id, bal.member_id, p_kind, p_occurred_at, p_description, bal.metadata FROM bal
+         ORDER BY bal.member_id
+        RETURNING id, member_id, program_id
+    ), p AS (
+        INSERT INTO postings (entry_id, program_id, member_id, account, points)
+        SELECT e.id, e.program_id, e.member_id, x.account, x.points
+          FROM e JOIN bal ON bal.member_id = e.member_id CROSS JOIN LATERAL unnest(p_accounts, bal.pts) AS x(account, points)
+         WHERE x.points <> 0
+    )
+    SELECT e.member_id, e.id, e.program_id FROM e
+$$;
 
 -- 5. Entries as the API shows them.
 CREATE FUNCTION ledger.entry_json(p_entry_pk bigint) RETURNS SETOF json LANGUAGE sql STABLE AS $$

@@ -205,33 +205,68 @@ BEGIN
     RETURN v_total;
 END $$;
 
--- Expire every due lot of a member (ledger.due_lots) in one 'expire' entry (available -> expired) for exactly
--- their remaining points, at p_as_of. Takes the member's lock. Idempotent: expired lots have nothing left.
-CREATE FUNCTION ledger.expire_member(p_member_pk bigint, p_as_of timestamptz,
+-- Expire every due lot (ledger.due_lots) of members the caller has locked: per member, one 'expire' entry
+-- (available -> expired) for exactly their remaining points, at p_as_of, and its points.expired event. Set-based:
+-- one ledger.post_many for all of them, one UPDATE of the lots, one INSERT of the allocations, one of the events,
+-- however many members (the sweep's batches and ledger.expire_member's one). Idempotent: expired lots have
+-- nothing left.
+CREATE FUNCTION ledger.expire_locked(p_members bigint[], p_as_of timestamptz,
                                      OUT expired_points bigint, OUT expired_lots integer)
 LANGUAGE plpgsql AS $$
 DECLARE
-    b member_balances;
-    e record;
     v_lots bigint[];
+    v_lot_members bigint[];
+    v_lot_points bigint[];
+    v_members bigint[];
+    v_sums bigint[];
     v_points bigint[];
+    v_metadata jsonb[];
+    v_entry_members bigint[];
+    v_entries bigint[];
+    v_programs uuid[];
 BEGIN
-    b := ledger.lock_member(p_member_pk);
-    SELECT coalesce(sum(d.remaining), 0), count(*), array_agg(d.lot_pk), array_agg(d.remaining)
-      INTO expired_points, expired_lots, v_lots, v_points
-      FROM ledger.due_lots(ARRAY[p_member_pk], p_as_of) d;
+    SELECT coalesce(sum(d.remaining), 0), count(*), array_agg(d.lot_pk), array_agg(d.member_pk),
+           array_agg(d.remaining)
+      INTO expired_points, expired_lots, v_lots, v_lot_members, v_lot_points
+      FROM ledger.due_lots(p_members, p_as_of) d;
     IF expired_points = 0 THEN
         RETURN;
     END IF;
-    e := ledger.post(b.program_id, p_member_pk, 'expire', p_as_of, ARRAY['available', 'expired'],
-                     ARRAY[-expired_points, expired_points], p_description => 'points expired',
-                     p_metadata => jsonb_build_object('lots', expired_lots), p_overdraw => true);
+    SELECT array_agg(t.member_pk ORDER BY t.member_pk), array_agg(t.points ORDER BY t.member_pk),
+           array_agg(jsonb_build_object('lots', t.n) ORDER BY t.member_pk)
+      INTO v_members, v_sums, v_metadata
+      FROM (SELECT x.member_pk, sum(x.points) AS points, count(*) AS n
+              FROM unnest(v_lot_members, v_lot_points) AS x(member_pk, points)
+             GROUP BY x.member_pk) t;
+    SELECT array_agg(z.v ORDER BY s.o, z.k) INTO v_points
+      FROM unnest(v_sums) WITH ORDINALITY AS s(p, o)
+     CROSS JOIN LATERAL unnest(ARRAY[-s.p, s.p]) WITH ORDINALITY AS z(v, k);
+    SELECT array_agg(x.member_pk ORDER BY x.member_pk), array_agg(x.entry_pk ORDER BY x.member_pk),
+           array_agg(x.program_id ORDER BY x.member_pk)
+      INTO v_entry_members, v_entries, v_programs
+      FROM ledger.post_many('expire', p_as_of, ARRAY['available', 'expired'], v_members, v_points,
+                            p_description => 'points expired', p_metadata => v_metadata) x;
     UPDATE lots SET remaining = 0 WHERE id = ANY (v_lots);
-    INSERT INTO lot_allocations (entry_id, lot_id, points) SELECT e.entry_pk, x.lot, x.points
-      FROM unnest(v_lots, v_points) AS x(lot, points);
-    PERFORM ledger.emit(b.program_id, p_member_pk, 'points.expired', p_as_of, json_build_object(
-        'entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
-        'balance', (SELECT j FROM ledger.balance_json(p_member_pk) j)));
+    INSERT INTO lot_allocations (entry_id, lot_id, points)
+    SELECT e.entry_pk, x.lot, x.points
+      FROM unnest(v_lots, v_lot_members, v_lot_points) AS x(lot, member_pk, points)
+      JOIN unnest(v_entry_members, v_entries) AS e(member_pk, entry_pk) ON e.member_pk = x.member_pk;
+    INSERT INTO changes (xid, program_id, member_id, type, occurred_at, data)
+    SELECT ledger.change_position(e.member_pk), e.program_id, e.member_pk, 'points.expired', p_as_of,
+           json_build_object('entry', (SELECT j FROM ledger.entry_json(e.entry_pk) j),
+                             'balance', (SELECT j FROM ledger.balance_json(e.member_pk) j))
+      FROM unnest(v_entry_members, v_entries, v_programs) AS e(member_pk, entry_pk, program_id)
+     ORDER BY e.member_pk;
+END $$;
+
+-- Expire a member's due lots (ledger.expire_locked), taking its lock.
+CREATE FUNCTION ledger.expire_member(p_member_pk bigint, p_as_of timestamptz,
+                                     OUT expired_points bigint, OUT expired_lots integer)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger.lock_member(p_member_pk);
+    SELECT x.expired_points, x.expired_lots INTO expired_points, expired_lots
+      FROM ledger.expire_locked(ARRAY[p_member_pk], p_as_of) x;
 END $$;
 
 -- Does a member have lots due by p_as_of? (cheap: two index probes)
@@ -261,8 +296,8 @@ BEGIN
 END $$;
 
 -- The expiry sweep: up to p_limit members after p_after (optionally of one program) with lots due by p_as_of,
--- locked in id order (a crashed run resumes where it stopped; concurrent runs cannot deadlock), each expired
--- by ledger.expire_member. One call is one batch, committed by the caller; a rerun finds nothing left.
+-- locked together (ledger.lock_members: the service's one order; a crashed run resumes where it stopped), all
+-- expired by one ledger.expire_locked. One call is one batch, committed by the caller; a rerun finds nothing left.
 -- With p_dry_run, nothing is written: the answer is what would be expired.
 CREATE FUNCTION ledger.expire_batch(p_as_of timestamptz, p_after bigint, p_limit integer,
                                     p_program uuid DEFAULT NULL, p_dry_run boolean DEFAULT false)
@@ -270,7 +305,6 @@ RETURNS TABLE (members integer, lots integer, points bigint, last_member bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_members bigint[];
-    x record;
 BEGIN
     members := 0;
     lots := 0;
@@ -300,9 +334,6 @@ BEGIN
         RETURN;
     END IF;
     PERFORM ledger.lock_members(v_members);
-    FOR x IN SELECT * FROM unnest(v_members) AS m(id) CROSS JOIN LATERAL ledger.expire_member(m.id, p_as_of) LOOP
-        lots := lots + x.expired_lots;
-        points := points + x.expired_points;
-    END LOOP;
+    SELECT x.expired_lots, x.expired_points INTO lots, points FROM ledger.expire_locked(v_members, p_as_of) x;
     RETURN NEXT;
 END $$;
