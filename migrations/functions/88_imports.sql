@@ -5,10 +5,9 @@
 --
 -- What a row writes, for a member that did not exist (never for an existing one: 'member_exists'):
 --   * the member (profile, status) and its balance row;
---   * with an opening balance, ONE entry of kind 'import' (external_ref: the member's reference, so the
---     database itself refuses a second) with the postings ledger.post would write (issued -> available and/or
---     pending), and the balance row set to exactly those postings, in one statement (so the zero-sum triggers see
---     the entries with their postings);
+--   * with an opening balance, ONE entry of kind 'import' posted by ledger.post_many, the posting primitive's set
+--     form (issued -> available and/or pending; the balance row changed by exactly those postings), dated at the
+--     import, its metadata the number of lots and the latest earn date (`earned_until`);
 --   * one lot per legacy lot: its points, its own expiry, `available_at` its original earn date (or, for points
 --     still in a return window, the day they become available: a pending lot, activated by the usual job);
 --   * the tier with its valid_until, and its history row (reason 'imported', source 'import');
@@ -22,6 +21,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_pks bigint[];
     v_refs text[];
+    v_posted bigint[];
+    v_points bigint[];
+    v_metadata jsonb[];
+    v_entry_members bigint[];
+    v_entries bigint[];
 BEGIN
     WITH r AS (
         SELECT * FROM jsonb_to_recordset(p_rows) AS x(member_id text, name text, email text, phone text,
@@ -36,35 +40,44 @@ BEGIN
     SELECT coalesce(array_agg(ins.id), '{}'), coalesce(array_agg(ins.external_id), '{}') INTO v_pks, v_refs FROM ins;
 
     IF cardinality(v_pks) > 0 THEN
+        -- The new members' balance rows, empty; their opening balances are posted next, by the posting primitive.
+        INSERT INTO member_balances (member_id, program_id) SELECT m.pk, p_program FROM unnest(v_pks) AS m(pk);
+
+        -- One 'import' entry per member with an opening balance: ledger.post_many, the posting primitive's set
+        -- form (entries, postings issued -> available/pending, balance rows, in one statement).
+        SELECT array_agg(n.member_pk ORDER BY n.member_pk) FILTER (WHERE x.k = 1),
+               array_agg(x.points ORDER BY n.member_pk, x.k),
+               array_agg(jsonb_build_object('lots', jsonb_array_length(n.lots), 'earned_until', n.occurred_at)
+                         ORDER BY n.member_pk) FILTER (WHERE x.k = 1)
+          INTO v_posted, v_points, v_metadata
+          FROM (SELECT r.*, m.pk AS member_pk
+                  FROM unnest(v_pks, v_refs) AS m(pk, ref)
+                  JOIN jsonb_to_recordset(p_rows) AS r(member_id text, available bigint, pending bigint,
+                                                       occurred_at timestamptz, lots jsonb) ON r.member_id = m.ref
+                 WHERE r.available + r.pending > 0) n
+         CROSS JOIN LATERAL unnest(ARRAY[-(n.available + n.pending), n.available, n.pending])
+               WITH ORDINALITY AS x(points, k);
+        IF v_posted IS NOT NULL THEN
+            SELECT array_agg(pm.member_pk), array_agg(pm.entry_pk) INTO v_entry_members, v_entries
+              FROM ledger.post_many('import', now(), ARRAY['issued', 'available', 'pending'], v_posted, v_points,
+                                    'opening balance imported', v_metadata) pm;
+        END IF;
+
         WITH r AS (
-            SELECT * FROM jsonb_to_recordset(p_rows) AS x(member_id text, hash text, available bigint,
-                                                         pending bigint, occurred_at timestamptz, lots jsonb,
-                                                         tier text, tier_valid_until timestamptz)
+            SELECT * FROM jsonb_to_recordset(p_rows) AS x(member_id text, hash text, lots jsonb, tier text,
+                                                         tier_valid_until timestamptz)
         ), n AS (
-            SELECT r.*, m.pk AS member_pk FROM unnest(v_pks, v_refs) AS m(pk, ref) JOIN r ON r.member_id = m.ref
-        ), b AS (
-            INSERT INTO member_balances (member_id, program_id, available, pending, lifetime_earned)
-            SELECT n.member_pk, p_program, n.available, n.pending, n.available + n.pending FROM n
-        ), e AS (
-            INSERT INTO entries (program_id, member_id, kind, occurred_at, external_ref, description, metadata)
-            SELECT p_program, n.member_pk, 'import', n.occurred_at, n.member_id, 'opening balance imported',
-                   jsonb_build_object('lots', jsonb_array_length(n.lots))
-              FROM n WHERE n.available + n.pending > 0
-            RETURNING id, member_id
-        ), p AS (
-            INSERT INTO postings (entry_id, program_id, member_id, account, points)
-            SELECT e.id, p_program, e.member_id, x.account, x.points
-              FROM e JOIN n ON n.member_pk = e.member_id
-             CROSS JOIN LATERAL (VALUES ('issued', -(n.available + n.pending)), ('available', n.available),
-                                        ('pending', n.pending)) AS x(account, points)
-             WHERE x.points <> 0
+            SELECT r.*, m.pk AS member_pk, e.entry_pk
+              FROM unnest(v_pks, v_refs) AS m(pk, ref) JOIN r ON r.member_id = m.ref
+              LEFT JOIN unnest(v_entry_members, v_entries) AS e(member_pk, entry_pk) ON e.member_pk = m.pk
         ), l AS (
             INSERT INTO lots (program_id, member_id, entry_id, points, remaining, available_at, expires_at, pending,
                               expires_on_inactivity)
-            SELECT p_program, e.member_id, e.id, (lot ->> 'points')::bigint, (lot ->> 'points')::bigint,
+            SELECT p_program, n.member_pk, n.entry_pk, (lot ->> 'points')::bigint, (lot ->> 'points')::bigint,
                    (lot ->> 'available_at')::timestamptz, (lot ->> 'expires_at')::timestamptz,
                    (lot ->> 'pending')::boolean, false
-              FROM e JOIN n ON n.member_pk = e.member_id CROSS JOIN LATERAL jsonb_array_elements(n.lots) AS lot
+              FROM n CROSS JOIN LATERAL jsonb_array_elements(n.lots) AS lot
+             WHERE n.entry_pk IS NOT NULL
         ), t AS (
             INSERT INTO member_tiers (member_id, program_id, tier, valid_until, since)
             SELECT n.member_pk, p_program, n.tier, n.tier_valid_until, now() FROM n WHERE n.tier IS NOT NULL
@@ -75,7 +88,7 @@ BEGIN
               FROM n WHERE n.tier IS NOT NULL
         )
         INSERT INTO member_imports (member_id, program_id, row_hash, entry_id)
-        SELECT n.member_pk, p_program, decode(n.hash, 'hex'), e.id FROM n LEFT JOIN e ON e.member_id = n.member_pk;
+        SELECT n.member_pk, p_program, decode(n.hash, 'hex'), n.entry_pk FROM n;
     END IF;
 
     RETURN QUERY
