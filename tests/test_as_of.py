@@ -128,6 +128,9 @@ async def test_as_of_refuses_naive_instants_and_other_programs(tenant, other_ten
     r = await tenant.client.get("/v1/members/asof-a/balance", params={"as_of": "2026-01-01T00:00:00"},
                                 headers=tenant.headers())
     assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    for number in ("0", "-3727", "1700000000.5"):  # not seconds since 1970: the document says date-time
+        r = await tenant.client.get("/v1/liability", params={"as_of": number}, headers=tenant.headers())
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", number
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     r = await tenant.client.get("/v1/members/asof-a/balance", params={"as_of": future}, headers=tenant.headers())
     assert r.status_code == 200 and r.json()["available"] == 10 and r.json()["expired"] == 0

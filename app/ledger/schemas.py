@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.json_limits import MAX_JSON_DEPTH, FreeFormObject
 
@@ -39,6 +41,21 @@ class Balance(BaseModel):
     next_expiry_at: datetime | None = Field(default=None, description="When the next points expire")
     next_expiry_points: int = Field(default=0, description="How many points expire then")
     tier: str | None = Field(default=None, description="Current tier (null until the first purchase or evaluation)")
+
+
+_NUMBER = re.compile(r"^\s*[-+]?[0-9]+(\.[0-9]*)?\s*$")
+
+
+def _not_a_number(value: Any) -> Any:
+    """An instant in a query is an ISO 8601 date-time with its offset; pydantic alone would also take a number as
+    seconds since 1970 (``as_of=0``), which the documented ``date-time`` format does not allow."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date-time with its offset")
+    return value
+
+
+# An instant a client names in a query (as_of, since, until): ISO 8601 with its offset, never a number.
+Instant = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 
 
 class BalanceAsOf(BaseModel):

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from app.api.deps import Admin, Pool
 from app.api.idempotency import JSONText
@@ -21,11 +20,11 @@ from app.exports import service as export_service
 from app.imports import service as import_service
 from app.imports.schemas import MAX_ROWS_PER_REQUEST, ImportReport, ImportRow
 from app.ledger import service as ledger_service
-from app.ledger.schemas import Liability
+from app.ledger.schemas import Instant, Liability
 
 router = APIRouter(prefix="/v1", tags=["bulk"], route_class=ApiRoute)
 
-AsOfNow = Annotated[AwareDatetime | None, Query(
+AsOfNow = Annotated[Instant | None, Query(
     description="An instant with its offset (default: now): as the ledger recorded it by then")]
 
 
@@ -151,7 +150,7 @@ _ENTRIES_200[200]["content"]["text/plain"] = {"schema": {"type": "string"}}
 @router.get("/exports/entries", response_class=StreamingResponse, responses=_ENTRIES_200)
 async def export_entries(
     principal: Admin, pool: Pool, request: Request,
-    since: Annotated[AwareDatetime | None, Query(description="Only entries recorded after this instant")] = None,
+    since: Annotated[Instant | None, Query(description="Only entries recorded after this instant")] = None,
     until: AsOfNow = None,
 ) -> StreamingResponse:
     """The ledger: the program's entries with their postings, in recorded time, as JSON lines. With `since` and

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 
 from app.api.deps import Admin, Database, EntryIdPath, MemberIdPath, Pool, Reader
 from app.api.idempotency import JSONText, run_write
@@ -20,6 +19,7 @@ from app.ledger.schemas import (
     BalanceAsOf,
     Entry,
     EntryWithBalance,
+    Instant,
     ReverseCreate,
 )
 
@@ -29,7 +29,7 @@ WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_ke
                 "request_in_progress", "member_busy", "payload_too_large", "malformed_request")
 
 
-AsOf = Annotated[AwareDatetime | None, Query(
+AsOf = Annotated[Instant | None, Query(
     description="An instant with its offset: the answer is the ledger as recorded by then (entries recorded at or "
                 "before it), README \"Balances as of an instant\"")]
 
@@ -55,7 +55,7 @@ async def get_activity(
     member_id: MemberIdPath, principal: Reader, pool: Pool,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-    as_of: Annotated[AwareDatetime | None, Query(
+    as_of: Annotated[Instant | None, Query(
         description="Only entries recorded at or before this instant (the activity behind a balance `as_of`)")] = None,
 ) -> Response:
     """Entries touching the member, newest first, with cursor pagination stable under concurrent writes."""
