@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
@@ -58,6 +58,9 @@ changes_cli = typer.Typer(help="The change feed (the events the webhooks deliver
 cli.add_typer(programs_cli, name="programs")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(changes_cli, name="changes")
+export_cli = typer.Typer(help="Export a program's books, streamed: balances as of an instant (CSV), the ledger's "
+                              "entries (JSONL), members (CSV). See README, Exports.", no_args_is_help=True)
+cli.add_typer(export_cli, name="export")
 
 # Options shared by several commands.
 ProgramOpt = Annotated[str | None, typer.Option("--program", help="Only this program (its id, a UUID).")]
@@ -716,6 +719,132 @@ def announce_expiring_cmd(as_of: AsOfOpt = None) -> None:
         return await announce_expiring(pool, moment)
 
     out.print(f"announced {with_database(run)} points.expiring notices")
+
+
+# --- bulk: import a legacy system's members, export the books (issue 15) ---------------------------------------
+
+
+@cli.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL (one member per line) or CSV (a header line, then one member "
+                                              "per line); see README, Migrating from a legacy system.")],
+    program: Annotated[str, typer.Option("--program", help="The program to import into (its id, a UUID).")],
+    file_format: Annotated[str | None, typer.Option(
+        "--format", help="jsonl or csv (default: by the file's extension, .csv is CSV, anything else JSONL)")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Where to write the rejected rows, one JSON object per line (default FILE.rejected.jsonl)")
+    ] = None,
+    chunk: Annotated[int, typer.Option("--chunk", min=1, max=10_000, help="Members per transaction.")] = 1000,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=16, help="Transactions in flight.")] = 4,
+    progress: ProgressOpt = False,
+) -> None:
+    """Import a legacy system's members with their opening balances (lots) and tiers. Streams the file; each chunk
+    commits on its own and a rerun imports nothing twice, so an interrupted import is finished by running it again.
+    Rejected rows go to the report with their reasons; exit status 1 when there are any."""
+    import io
+
+    from app.imports.service import Tally, import_rows, read_csv, read_jsonl
+
+    program_id = _program_id(program)
+    kind = (file_format or ("csv" if file.suffix.lower() == ".csv" else "jsonl")).lower()
+    if kind not in ("jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not {file_format!r}")
+    if not file.is_file():
+        fail(f"no such file: {file}")
+    report_path = report or file.with_name(file.name + ".rejected.jsonl")
+    size = file.stat().st_size
+
+    async def run(pool: Any) -> Tally:
+        await _require_program(pool, program_id)
+        assert program_id is not None
+        # A command, not a server: reading the file blocks between chunks, which is what should happen.
+        with open(file, "rb") as raw, open(report_path, "w", encoding="utf-8") as rejected, \
+                _progress(_show(progress)) as bar:  # noqa: ASYNC230
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            rows = read_csv(text) if kind == "csv" else read_jsonl(text)
+            task = bar.add_task("import", total=size, detail="")
+
+            def advance(t: Tally) -> None:
+                bar.update(task, completed=raw.tell(),
+                           detail=f"{t.created} imported, {t.replayed} replayed, {t.rejected} rejected")
+
+            def write_rejection(r: Any) -> None:
+                rejected.write(r.model_dump_json(exclude_none=True) + "\n")
+
+            tally = await import_rows(pool, program_id, rows, chunk_size=chunk, parallel=parallel,
+                                      keep_rejections=False, on_rejected=write_rejection, on_progress=advance)
+            bar.update(task, completed=size)
+            return tally
+
+    started = datetime.now()
+    t = with_database(run, max_size=parallel + 1)
+    seconds = (datetime.now() - started).total_seconds()
+    out.print(f"read {t.rows} rows: imported {t.created} members ({t.points} points), {t.replayed} imported before, "
+              f"{t.rejected} rejected in {seconds:.1f}s" + (f" (reasons in {report_path})" if t.rejected else ""))
+    if t.rejected:
+        raise typer.Exit(1)
+
+
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")]
+RequiredProgramOpt = Annotated[str, typer.Option("--program", help="The program (its id, a UUID).")]
+
+
+def _export(program: str, output: Path | None, make: Callable[[Any, UUID], Any]) -> None:
+    """Stream an export (an async iterator of text) to ``output`` or stdout, batch by batch."""
+    program_id = _program_id(program)
+
+    async def run(pool: Any) -> int:
+        await _require_program(pool, program_id)
+        assert program_id is not None
+        written = 0
+        # A command, not a server: writing blocks between batches, which is what should happen.
+        target = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout  # noqa: ASYNC230, SIM115
+        try:
+            async for text in make(pool, program_id):
+                target.write(text)
+                written += len(text)
+        finally:
+            if output:
+                target.close()
+            else:
+                target.flush()
+        return written
+
+    written = with_database(run, max_size=1)
+    if output:
+        err.print(f"wrote {written} characters to {output}")
+
+
+@export_cli.command("balances")
+def export_balances_cmd(program: RequiredProgramOpt, as_of: AsOfOpt = None, output: OutputOpt = None) -> None:
+    """Every member's balances as recorded by --as-of (default now), as CSV."""
+    from app.exports.service import balances_csv
+
+    moment = _as_of(as_of) or datetime.now(UTC)
+    _export(program, output, lambda pool, pid: balances_csv(pool, pid, moment))
+
+
+@export_cli.command("entries")
+def export_entries_cmd(
+    program: RequiredProgramOpt,
+    since: Annotated[str | None, typer.Option("--since", help="Only entries recorded after this ISO instant.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only entries recorded by this ISO instant (default "
+                                                              "now).")] = None,
+    output: OutputOpt = None,
+) -> None:
+    """The ledger's entries with their postings, in recorded time, as JSON lines."""
+    from app.exports.service import entries_jsonl
+
+    start, end = _as_of(since), _as_of(until) or datetime.now(UTC)
+    _export(program, output, lambda pool, pid: entries_jsonl(pool, pid, start, end))
+
+
+@export_cli.command("members")
+def export_members_cmd(program: RequiredProgramOpt, output: OutputOpt = None) -> None:
+    """The program's members as CSV (erased members without their personal data)."""
+    from app.exports.service import members_csv
+
+    _export(program, output, members_csv)
 
 
 def main(argv: list[str] | None = None) -> None:

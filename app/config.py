@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     )
     idempotency_retention_days: int = 7
     max_body_bytes: int = 1_048_576
+    import_max_body_bytes: int = Field(
+        default=33_554_432, ge=1, description="Body limit of POST /v1/imports (up to 10,000 members with their lots)")
     header_timeout_seconds: float = Field(
         default=10.0, ge=0, description="A request's head must arrive within this many seconds of the connection "
         "(or of the request's first byte on a keep-alive connection); then 408 and the connection closes (0: off)")

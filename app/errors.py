@@ -65,6 +65,8 @@ CATALOG: dict[str, tuple[int, str]] = {
     "voucher_expired": (409, "The voucher has expired"),
     "transfers_disabled": (409, "Transfers between members are not enabled for this program"),
     "member_has_open_holds": (409, "The member has open holds: capture or void them first"),
+    "member_exists": (409, "A member with this member_id exists already and was not imported"),
+    "import_conflict": (409, "This member was imported before from a different row"),
     "last_admin_key": (409, "This is the program's last active admin key; create another admin key first"),
     "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body too large"),

@@ -16,6 +16,7 @@ from app.api.fast_reads import FastReads
 from app.api.problems import Problem, install_handlers
 from app.api.routes import (
     admin,
+    bulk,
     earning,
     events,
     expiry,
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.voucher_guard = FailureGuard(settings.voucher_lookup_failures_per_minute,
                                            settings.voucher_lookup_failure_burst)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, admin):
+    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk, admin):
         app.include_router(module.router)
     app.include_router(dashboard_router)  # /dashboard: HTML pages, not part of the API document
     # CORS is closed by default: no origins allowed unless configured.
@@ -125,7 +126,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                            allow_headers=["*"])
     # Inside the request context (request id, metrics, logs), in front of the router: the balance read's fast lane.
     app.add_middleware(FastReads, state=app.state, routes=ledger.router.routes)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+                       larger_bodies={"/v1/imports": settings.import_max_body_bytes})
     _register_problem_schema(app)
     return app
 

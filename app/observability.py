@@ -74,9 +74,10 @@ class RequestContextMiddleware:
     """Request id (accepted from ``X-Request-ID`` or generated, echoed back), body size limit, metrics
     and one access-log line per request. Paths are logged without query strings (they may carry ids)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, larger_bodies: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = larger_bodies or {}  # path -> its own body limit (bulk uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,12 +105,13 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         try:
-            if content_length is not None and _too_large(content_length, self.max_body_bytes):
-                await _reject_too_large(send_wrapper, self.max_body_bytes)
+            if content_length is not None and _too_large(content_length, limit):
+                await _reject_too_large(send_wrapper, limit)
                 return
             try:
-                await self.app(scope, _limited(receive, self.max_body_bytes), send_wrapper)
+                await self.app(scope, _limited(receive, limit), send_wrapper)
             except Exception as exc:
                 # Answered here, inside the request context: the problem carries the request id, the
                 # connection stays open, and the error is logged once.

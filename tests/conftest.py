@@ -169,6 +169,7 @@ def _documented_models() -> list[tuple[Any, set[str], dict[int, Any]]]:
 
     from app.api.routes import (
         admin,
+        bulk,
         earning,
         events,
         expiry,
@@ -182,7 +183,7 @@ def _documented_models() -> list[tuple[Any, set[str], dict[int, Any]]]:
     )
 
     out = []
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, admin):
+    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk, admin):
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or route.response_model is None:
                 continue

@@ -42,6 +42,7 @@ ENTRY_KINDS = (
     "clawback", "refund",
     "exchange", "exchange_refund",  # issue-14: points for a reward (available -> redeemed), and given back
     "transfer", "merge",  # issue-15: points between two members; a merged-away member's balances to its survivor
+    "import",  # issue-15: a migrated member's opening balance (issued -> available/pending), one per member
 )
 SCOPES = ("earn", "redeem", "read", "admin")
 MEMBER_STATUSES = ("active", "suspended", "closed")
@@ -147,6 +148,8 @@ entries = sa.Table(
     sa.CheckConstraint(_in("kind", ENTRY_KINDS), name="kind"),
     sa.UniqueConstraint("reverses_entry_id"),
     sa.Index(None, "member_id", "id"),
+    # As-of reads (issue 15): a program's entries in recorded time (liability as of an instant, the ledger export).
+    sa.Index(None, "program_id", "recorded_at"),
     sa.Index(
         "uq_entries_program_id_kind_external_ref", "program_id", "kind", "external_ref", unique=True,
         postgresql_where=sa.text("external_ref IS NOT NULL"),
@@ -166,6 +169,9 @@ postings = sa.Table(
     sa.CheckConstraint("points <> 0", name="points_nonzero"),
     sa.Index(None, "entry_id"),
     sa.Index(None, "program_id", "account"),
+    # A member's postings (issue 15: balances as of an instant, index-only): by postings, not entries, because one
+    # entry may move the points of two members.
+    sa.Index(None, "member_id", "entry_id", postgresql_include=["account", "points"]),
 )
 
 lots = sa.Table(
@@ -451,6 +457,18 @@ member_tiers = sa.Table(
     sa.Column("since", sa.DateTime(timezone=True), nullable=False),
     sa.Column("evaluated_at", sa.DateTime(timezone=True), comment="last run of the evaluation job for this member"),
     sa.Index(None, "program_id", "member_id"),
+)
+
+member_imports = sa.Table(
+    "member_imports",
+    metadata,
+    sa.Column("member_id", sa.BigInteger, sa.ForeignKey("members.id"), primary_key=True),
+    sa.Column("program_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("row_hash", sa.LargeBinary, nullable=False,
+              comment="sha256 of the row as validated: the same row again is a no-op, another one a conflict"),
+    sa.Column("entry_id", sa.BigInteger,
+              comment="the member's import entry (NULL: imported without an opening balance)"),
+    sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
 )
 
 tier_history = sa.Table(

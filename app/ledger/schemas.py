@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.json_limits import MAX_JSON_DEPTH, FreeFormObject
 
@@ -39,6 +41,47 @@ class Balance(BaseModel):
     next_expiry_at: datetime | None = Field(default=None, description="When the next points expire")
     next_expiry_points: int = Field(default=0, description="How many points expire then")
     tier: str | None = Field(default=None, description="Current tier (null until the first purchase or evaluation)")
+
+
+_NUMBER = re.compile(r"^\s*[-+]?[0-9]+(\.[0-9]*)?\s*$")
+
+
+def _not_a_number(value: Any) -> Any:
+    """An instant in a query is an ISO 8601 date-time with its offset; pydantic alone would also take a number as
+    seconds since 1970 (``as_of=0``), which the documented ``date-time`` format does not allow."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date-time with its offset")
+    return value
+
+
+# An instant a client names in a query (as_of, since, until): ISO 8601 with its offset, never a number.
+Instant = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+
+
+class BalanceAsOf(BaseModel):
+    """A member's balances as recorded by `as_of`, from the ledger's postings alone (README "Balances as of an
+    instant")."""
+
+    member_id: str
+    as_of: datetime = Field(description="The instant: entries recorded at or before it count")
+    available: int = Field(description="Spendable then")
+    pending: int = Field(description="Earned, not yet spendable then (return window)")
+    held: int = Field(description="Reserved by open checkout holds then")
+    expired: int = Field(description="Points expired by then (all time)")
+    lifetime_earned: int = Field(description="Net points granted by then")
+    lifetime_redeemed: int = Field(description="Net points spent by then")
+    tier: str | None = Field(description="The tier last recorded by then (null before the first)")
+
+
+class Liability(BaseModel):
+    """The programme's outstanding points as recorded by `as_of`: what its members could still spend."""
+
+    as_of: datetime
+    available: int
+    pending: int
+    held: int
+    outstanding: int = Field(description="available + pending + held")
+    members: int = Field(description="Members enrolled by then")
 
 
 class Posting(BaseModel):

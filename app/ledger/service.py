@@ -76,12 +76,31 @@ async def entry_json(pool: asyncpg.Pool, program_id: UUID, entry_id: str) -> str
     return body
 
 
+async def balance_as_of_json(pool: asyncpg.Pool | asyncpg.Connection, program_id: UUID, member_ref: str,
+                             as_of: datetime) -> str:
+    """The member's balances as recorded by ``as_of`` (README "Balances as of an instant")."""
+    body: str | None = await pool.fetchval(q.BALANCE_AS_OF_JSON, program_id, member_ref, as_of)
+    if body is None:
+        raise DomainError("member_not_found")
+    return body
+
+
+async def liability_json(pool: asyncpg.Pool | asyncpg.Connection, program_id: UUID, as_of: datetime) -> str:
+    """The programme's outstanding points as recorded by ``as_of``."""
+    body: str = await pool.fetchval(q.LIABILITY_JSON, program_id, as_of)
+    return body
+
+
 async def activity_json(pool: asyncpg.Pool, program_id: UUID, member_ref: str, limit: int,
-                        cursor: str | None) -> str:
-    """Newest first; ``cursor``: the ``next_cursor`` of the previous page (an entry's id)."""
+                        cursor: str | None, until: datetime | None = None) -> str:
+    """Newest first; ``cursor``: the ``next_cursor`` of the previous page (an entry's id); ``until``: only entries
+    recorded at or before it."""
     if cursor is not None and not ENTRY_ID.match(cursor):
         raise DomainError("invalid_cursor")
-    body: str | None = await pool.fetchval(q.ACTIVITY_JSON, program_id, member_ref, cursor, limit)
+    if until is None:
+        body: str | None = await pool.fetchval(q.ACTIVITY_JSON, program_id, member_ref, cursor, limit)
+    else:
+        body = await pool.fetchval(q.ACTIVITY_UNTIL_JSON, program_id, member_ref, cursor, limit, until)
     if body is None:
         raise DomainError("member_not_found")
     return body

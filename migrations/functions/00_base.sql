@@ -29,7 +29,9 @@ CREATE TYPE ledger.status AS ENUM (
     'voucher_not_found', 'voucher_not_issued', 'voucher_expired', 'voucher_not_applicable', 'insufficient_scope',
     'validation_error',
     -- issue-15: transfers (87_transfers.sql) and merges (88_merges.sql)
-    'same_member', 'transfer_limit_reached', 'member_has_open_holds'
+    'same_member', 'transfer_limit_reached', 'member_has_open_holds',
+    -- issue-15: bulk import of a legacy system's members (88_imports.sql)
+    'member_exists', 'import_conflict'
 );
 
 -- What a write answers: its status; for 'ok' the HTTP status and the JSON body (text, stored as sent under

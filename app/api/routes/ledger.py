@@ -17,8 +17,10 @@ from app.ledger.schemas import (
     ActivityPage,
     AdjustmentCreate,
     Balance,
+    BalanceAsOf,
     Entry,
     EntryWithBalance,
+    Instant,
     ReverseCreate,
     TransferCreate,
     TransferResult,
@@ -30,13 +32,21 @@ WRITE_ERRORS = ("insufficient_scope", "idempotency_key_missing", "idempotency_ke
                 "request_in_progress", "member_busy", "payload_too_large", "malformed_request")
 
 
+AsOf = Annotated[Instant | None, Query(
+    description="An instant with its offset: the answer is the ledger as recorded by then (entries recorded at or "
+                "before it), README \"Balances as of an instant\"")]
+
+
 @router.get(
-    "/members/{member_id}/balance", response_model=Balance,
+    "/members/{member_id}/balance", response_model=BalanceAsOf | Balance,
     responses=responses("insufficient_scope", "member_not_found"),
 )
-async def get_balance(member_id: MemberIdPath, principal: Reader, pool: Pool) -> Response:
+async def get_balance(member_id: MemberIdPath, principal: Reader, pool: Pool, as_of: AsOf = None) -> Response:
     """The member's materialised balance with what reads fold in at once (lapsed holds, due pending points,
-    expired points): one statement, its JSON rendered by Postgres."""
+    expired points): one statement, its JSON rendered by Postgres. With `as_of`: the balances as the ledger
+    recorded them by that instant (`BalanceAsOf`: with `expired`, without the next expiry)."""
+    if as_of is not None:
+        return JSONText(await service.balance_as_of_json(pool, principal.program_id, member_id, as_of))
     return JSONText(await service.balance_json(pool, principal.program_id, member_id))
 
 
@@ -48,9 +58,11 @@ async def get_activity(
     member_id: MemberIdPath, principal: Reader, pool: Pool,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    as_of: Annotated[Instant | None, Query(
+        description="Only entries recorded at or before this instant (the activity behind a balance `as_of`)")] = None,
 ) -> Response:
     """Entries touching the member, newest first, with cursor pagination stable under concurrent writes."""
-    return JSONText(await service.activity_json(pool, principal.program_id, member_id, limit, cursor))
+    return JSONText(await service.activity_json(pool, principal.program_id, member_id, limit, cursor, as_of))
 
 
 @router.get("/entries/{entry_id}", response_model=Entry, responses=responses("insufficient_scope", "entry_not_found"))

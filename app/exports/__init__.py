@@ -1,0 +1,1 @@
+"""Exports for accounting and BI (issue 15): README "Exports"."""
