@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.voucher_guard = FailureGuard(settings.voucher_lookup_failures_per_minute,
                                            settings.voucher_lookup_failure_burst)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk, admin):
+    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk,
+                   admin):
         app.include_router(module.router)
     app.include_router(dashboard_router)  # /dashboard: HTML pages, not part of the API document
     # CORS is closed by default: no origins allowed unless configured.

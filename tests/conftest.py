@@ -183,7 +183,8 @@ def _documented_models() -> list[tuple[Any, set[str], dict[int, Any]]]:
     )
 
     out = []
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk, admin):
+    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk,
+                   admin):
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or route.response_model is None:
                 continue
