@@ -288,6 +288,9 @@ SELECT (SELECT count(*) FROM entries WHERE $1::uuid IS NULL OR program_id = $1) 
 """
 
 
+VERIFY_TIMEOUT_S = 24 * 3600.0
+
+
 async def verify(conn: asyncpg.Connection, program_id: UUID | None = None,
                  progress: Callable[[str], None] | None = None) -> VerifyReport:
     """Run every check inside one REPEATABLE READ snapshot so concurrent writes cannot cause false alarms.
@@ -295,11 +298,13 @@ async def verify(conn: asyncpg.Connection, program_id: UUID | None = None,
     discrepancies: list[Discrepancy] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL statement_timeout = 0")
-        counts = dict(await conn.fetchrow(COUNTS, program_id))
+        # and no client-side deadline either: the pool's command_timeout (twice the statement timeout) would turn a
+        # long check of a large program into a 503
+        counts = dict(await conn.fetchrow(COUNTS, program_id, timeout=VERIFY_TIMEOUT_S))
         if progress:
             progress("counts")
         for name, sql in CHECKS.items():
-            for row in await conn.fetch(sql + f" LIMIT {MAX_REPORTED}", program_id):
+            for row in await conn.fetch(sql + f" LIMIT {MAX_REPORTED}", program_id, timeout=VERIFY_TIMEOUT_S):
                 discrepancies.append(Discrepancy(check=name, detail=_plain(dict(row))))
             if progress:
                 progress(name)
