@@ -34,7 +34,7 @@ async def test_transfers_are_off_by_default(tenant):
     assert program.json()["settings"]["transfers_enabled"] is False
 
 
-async def test_a_transfer_moves_lots_soonest_expiring_first_keeping_their_expiry(tenant):
+async def test_a_transfer_moves_lots_soonest_expiring_first_keeping_their_expiry(tenant, db):
     await _enable(tenant)
     await tenant.member("ada")
     await tenant.member("bob")
@@ -63,6 +63,14 @@ async def test_a_transfer_moves_lots_soonest_expiring_first_keeping_their_expiry
     for member in ("ada", "bob"):
         activity = await tenant.client.get(f"/v1/members/{member}/activity", headers=tenant.headers())
         assert activity.json()["data"][0]["id"] == body["entry"]["id"]
+        # and in the activity as of an instant after it (the same listing, restricted by recorded time)
+        recorded = await db.fetchval("SELECT recorded_at FROM entries WHERE id = ledger.row_id('ent', $1)",
+                                     body["entry"]["id"])
+        for as_of, listed in ((recorded, True), (recorded - timedelta(microseconds=1), False)):
+            r = await tenant.client.get(f"/v1/members/{member}/activity",
+                                        params={"as_of": as_of.isoformat()}, headers=tenant.headers())
+            assert r.status_code == 200, r.text
+            assert (body["entry"]["id"] in [e["id"] for e in r.json()["data"]]) is listed, (member, as_of)
     # idempotent: the same key replays; the balances do not move again
     again = await _transfer(tenant, "ada", "bob", 25, idem="gift-1", reference="birthday",
                             description="Happy birthday")

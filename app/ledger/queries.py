@@ -3,10 +3,9 @@ statements whose JSON Postgres renders (migrations/functions/10_ledger.sql, 30_b
 
 BALANCE_JSON = "SELECT j::text FROM ledger.balance_read($1, $2) j"
 ENTRY_JSON = "SELECT j::text FROM ledger.entry_read($1, $2) j"
-ACTIVITY_JSON = "SELECT j::text FROM ledger.activity_read($1, $2, $3, $4) j"
+ACTIVITY_JSON = "SELECT j::text FROM ledger.activity_read($1, $2, $3, $4, $5) j"
 # As of an instant (migrations/functions/89_as_of.sql): as recorded by then.
 BALANCE_AS_OF_JSON = "SELECT j::text FROM ledger.balance_as_of_read($1, $2, $3) j"
-ACTIVITY_UNTIL_JSON = "SELECT j::text FROM ledger.activity_until_read($1, $2, $3, $4, $5) j"
 LIABILITY_JSON = "SELECT j::text FROM ledger.liability_as_of_read($1, $2) j"
 
 # The balance as columns, for the service's own use (quotes).

@@ -97,10 +97,7 @@ async def activity_json(pool: asyncpg.Pool, program_id: UUID, member_ref: str, l
     recorded at or before it."""
     if cursor is not None and not ENTRY_ID.match(cursor):
         raise DomainError("invalid_cursor")
-    if until is None:
-        body: str | None = await pool.fetchval(q.ACTIVITY_JSON, program_id, member_ref, cursor, limit)
-    else:
-        body = await pool.fetchval(q.ACTIVITY_UNTIL_JSON, program_id, member_ref, cursor, limit, until)
+    body: str | None = await pool.fetchval(q.ACTIVITY_JSON, program_id, member_ref, cursor, limit, until)
     if body is None:
         raise DomainError("member_not_found")
     return body

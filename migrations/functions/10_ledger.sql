@@ -308,7 +308,9 @@ $$;
 -- Entry ids of one member are assigned under the member's lock, so they commit in id order and a page never
 -- skips a late commit. issue-15: the member's entries are its own, those it is the counterparty of (a transfer it
 -- received, a merge it survived: ledger.post_between, under its lock too), and those of the members merged into it.
-CREATE FUNCTION ledger.activity_read(p_program uuid, p_member_ref text, p_before text, p_limit integer)
+-- With p_until (issue 15, as of an instant): only the entries recorded at or before it.
+CREATE FUNCTION ledger.activity_read(p_program uuid, p_member_ref text, p_before text, p_limit integer,
+                                     p_until timestamptz DEFAULT NULL)
 RETURNS SETOF json LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
         'data', coalesce(json_agg(ej ORDER BY x.id DESC) FILTER (WHERE x.n <= p_limit),
@@ -323,10 +325,13 @@ RETURNS SETOF json LANGUAGE sql STABLE AS $$
                CROSS JOIN LATERAL (
                    (SELECT e.id FROM entries e
                      WHERE e.member_id = s.id AND (p_before IS NULL OR e.id < ledger.row_id('ent', p_before))
+                       AND (p_until IS NULL OR e.recorded_at <= p_until)
                      ORDER BY e.id DESC LIMIT p_limit + 1)
                    UNION ALL
                    (SELECT c.entry_id FROM entry_counterparties c
                      WHERE c.member_id = s.id AND (p_before IS NULL OR c.entry_id < ledger.row_id('ent', p_before))
+                       AND (p_until IS NULL OR EXISTS (SELECT 1 FROM entries ce
+                                                        WHERE ce.id = c.entry_id AND ce.recorded_at <= p_until))
                      ORDER BY c.entry_id DESC LIMIT p_limit + 1)
                ) z
           ) y ORDER BY y.id DESC LIMIT p_limit + 1

@@ -49,27 +49,6 @@ RETURNS SETOF json LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL ledger.balance_as_of_json(m.id, m.external_id, p_as_of) j
 $$;
 
--- A member's activity page as recorded by p_until: ledger.activity_read restricted to entries recorded at or
--- before p_until (same order, same cursor).
-CREATE FUNCTION ledger.activity_until_read(p_program uuid, p_member_ref text, p_before text, p_limit integer,
-                                           p_until timestamptz)
-RETURNS SETOF json LANGUAGE sql STABLE AS $$
-    SELECT json_build_object(
-        'data', coalesce(json_agg(ej ORDER BY x.id DESC) FILTER (WHERE x.n <= p_limit),
-                         '[]'::json),
-        'next_cursor', CASE WHEN count(x.id) > p_limit
-                            THEN ledger.public_id('ent', min(x.id) FILTER (WHERE x.n <= p_limit)) END)
-      FROM ledger.member(p_program, p_member_ref) m
-      LEFT JOIN LATERAL (
-          SELECT e.id, row_number() OVER (ORDER BY e.id DESC) AS n FROM entries e
-           WHERE e.member_id = m.id AND e.recorded_at <= p_until
-             AND (p_before IS NULL OR e.id < ledger.row_id('ent', p_before))
-           ORDER BY e.id DESC LIMIT p_limit + 1
-      ) x ON true
-      LEFT JOIN LATERAL ledger.entry_json(x.id) ej ON true
-     GROUP BY m.id
-$$;
-
 -- The programme's outstanding liability as of p_as_of: the points its members held (available + pending + held)
 -- as recorded by then. Computed backwards: today's balance rows (ledger.post keeps them equal to the postings;
 -- verify proves it) minus the member-account postings of entries recorded after p_as_of, an index range of
