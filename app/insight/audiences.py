@@ -4,9 +4,6 @@ segments. Segment and stage criteria read the last refresh; tier, balance, attri
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +21,7 @@ from app.insight.schemas import (
     AudienceMemberPage,
     AudienceWithSize,
 )
-from app.insight.service import csv_safe
+from app.insight.service import stream_members
 from app.programs.context import Principal
 
 
@@ -101,29 +98,11 @@ async def members_page(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, au
 
 
 EXPORT_COLUMNS = ("member_id", "name", "email", "phone", "segment", "stage", "tier", "available")
-_PERSONAL = ("name", "email", "phone")
 
 
 async def export_rows(pool: asyncpg.Pool, program_id: UUID, audience: AudienceFilter, fmt: str,
                       batch: int = 1000) -> AsyncIterator[bytes]:
     """Like a segment's export: a server-side cursor in one snapshot, CSV or JSON lines, constant memory."""
-    args = filter_args(audience)
-    async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-        if fmt == "csv":
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerow(EXPORT_COLUMNS)
-            yield buf.getvalue().encode()
-        cur = await conn.cursor(q.AUDIENCE_EXPORT, program_id, *args)
-        while True:
-            rows = await cur.fetch(batch)
-            if not rows:
-                break
-            if fmt == "csv":
-                buf = io.StringIO()
-                writer = csv.writer(buf, lineterminator="\n")
-                for r in rows:
-                    writer.writerow(["" if r[c] is None else csv_safe(r[c]) if c in _PERSONAL else r[c]
-                                     for c in EXPORT_COLUMNS])
-                yield buf.getvalue().encode()
-            else:
-                yield "".join(json.dumps({c: r[c] for c in EXPORT_COLUMNS}) + "\n" for r in rows).encode()
+    async for chunk in stream_members(pool, q.AUDIENCE_EXPORT, (program_id, *filter_args(audience)), EXPORT_COLUMNS,
+                                      fmt, batch):
+        yield chunk

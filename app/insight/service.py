@@ -268,23 +268,30 @@ async def export_rows(pool: asyncpg.Pool, program_id: UUID, currency: str, segme
     """The segment's members as CSV (with a header) or JSON lines, read through a server-side cursor in batches:
     memory does not grow with the segment. Personal data is what the member record holds now: an erased member's
     name, email and phone are null (empty in CSV)."""
+    async for chunk in stream_members(pool, q.SEGMENT_EXPORT, (program_id, segment.value, MINOR_UNITS[currency]),
+                                      EXPORT_COLUMNS, fmt, batch):
+        yield chunk
+
+
+async def stream_members(pool: asyncpg.Pool, sql: str, args: tuple[Any, ...], columns: tuple[str, ...], fmt: str,
+                         batch: int) -> AsyncIterator[bytes]:
+    """A member list (a segment's, an audience's) as CSV with a header or as JSON lines, from one repeatable-read
+    snapshot through a server-side cursor, ``batch`` rows at a time: memory does not grow with the list. Personal
+    cells (name, email, phone) a spreadsheet would run as a formula are neutralised (csv_safe); NULL is empty in
+    CSV."""
     async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         if fmt == "csv":
             buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(EXPORT_COLUMNS)
+            csv.writer(buf, lineterminator="\n").writerow(columns)
             yield buf.getvalue().encode()
-        cur = await conn.cursor(q.SEGMENT_EXPORT, program_id, segment.value, MINOR_UNITS[currency])
-        while True:
-            rows = await cur.fetch(batch)
-            if not rows:
-                break
+        cur = await conn.cursor(sql, *args)
+        while rows := await cur.fetch(batch):
             if fmt == "csv":
                 buf = io.StringIO()
                 writer = csv.writer(buf, lineterminator="\n")
                 for r in rows:
                     writer.writerow(["" if r[c] is None else csv_safe(_cell(r[c])) if c in _PERSONAL else _cell(r[c])
-                                     for c in EXPORT_COLUMNS])
+                                     for c in columns])
                 yield buf.getvalue().encode()
             else:
-                yield "".join(json.dumps({c: _cell(r[c]) for c in EXPORT_COLUMNS}) + "\n" for r in rows).encode()
+                yield "".join(json.dumps({c: _cell(r[c]) for c in columns}) + "\n" for r in rows).encode()
