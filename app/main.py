@@ -56,6 +56,10 @@ Loyalty points on an append-only, double-entry ledger in Postgres.
 """
 
 
+# The API's route modules, in the order of the document (tests/conftest.py reads their response models from here).
+API_ROUTES = (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk, admin)
+
+
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -117,8 +121,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.voucher_guard = FailureGuard(settings.voucher_lookup_failures_per_minute,
                                            settings.voucher_lookup_failure_burst)
     install_handlers(app)
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk,
-                   admin):
+    for module in API_ROUTES:
         app.include_router(module.router)
     app.include_router(dashboard_router)  # /dashboard: HTML pages, not part of the API document
     # CORS is closed by default: no origins allowed unless configured.

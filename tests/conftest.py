@@ -167,24 +167,10 @@ def _documented_models() -> list[tuple[Any, set[str], dict[int, Any]]]:
     """(path regex, methods, status -> response model) of every API route, from the routers themselves."""
     from fastapi.routing import APIRoute
 
-    from app.api.routes import (
-        admin,
-        bulk,
-        earning,
-        events,
-        expiry,
-        insight,
-        ledger,
-        members,
-        programs,
-        redemption,
-        rewards,
-        tiers,
-    )
+    from app.main import API_ROUTES
 
     out = []
-    for module in (programs, members, ledger, earning, redemption, rewards, expiry, tiers, events, insight, bulk,
-                   admin):
+    for module in API_ROUTES:
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or route.response_model is None:
                 continue
