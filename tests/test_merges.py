@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -190,4 +191,18 @@ async def test_writes_racing_a_merge_land_on_the_survivor(tenant):
         balance = await tenant.balance(ref)
         assert balance["member_id"] == survivor and balance["available"] == 20 + 10 * 2
     assert (await tenant.balance("bob"))["available"] == 1000 - 20
+    assert (await tenant.verify())["ok"]
+
+
+async def test_concurrent_duplicates_of_one_merge_merge_once(tenant):
+    """Five retries of one merge (one Idempotency-Key) at once: one merge entry, the points moved once."""
+    await tenant.member("dup-s")
+    await tenant.member("dup-o")
+    assert (await tenant.adjust("dup-o", 40)).status_code == 201
+    answers = await asyncio.gather(*(_merge(tenant, "dup-s", "dup-o", idem="one-merge") for _ in range(5)))
+    assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+    assert len({a.content for a in answers}) == 1
+    assert (await tenant.balance("dup-s"))["available"] == 40
+    activity = (await tenant.client.get("/v1/members/dup-s/activity", headers=tenant.headers())).json()["data"]
+    assert [e["kind"] for e in activity].count("merge") == 1
     assert (await tenant.verify())["ok"]

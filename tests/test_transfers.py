@@ -141,3 +141,17 @@ async def test_criss_cross_transfers_never_deadlock(tenant):
     a, b = await tenant.balance("a-member"), await tenant.balance("b-member")
     assert a["available"] == 1000 + moved and b["available"] == 1000 - moved
     assert (await tenant.verify())["ok"]
+
+
+async def test_concurrent_duplicates_of_one_transfer_move_the_points_once(tenant):
+    """Ten retries of one transfer (one Idempotency-Key) at once: one transfer, the others replay its answer."""
+    await _enable(tenant)
+    await tenant.member("dup-a")
+    await tenant.member("dup-b")
+    assert (await tenant.adjust("dup-a", 100)).status_code == 201
+    answers = await asyncio.gather(*(_transfer(tenant, "dup-a", "dup-b", 30, idem="one-gift") for _ in range(10)))
+    assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+    assert len({a.content for a in answers}) == 1  # byte for byte the first answer
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 9
+    assert (await tenant.balance("dup-a"))["available"] == 70 and (await tenant.balance("dup-b"))["available"] == 30
+    assert (await tenant.verify())["ok"]
